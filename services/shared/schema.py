@@ -13,7 +13,8 @@ _MIGRATE_LOCK = "limbo.migrate"
 
 # Append only: a released migration is never edited, a change is a new entry.
 MIGRATIONS: tuple[str, ...] = (
-    # 1: executor heartbeats, the published workflow registry, the audit trail, step effects.
+    # 1: executor heartbeats, the published workflow registry, the audit trail, and the demo
+    # workflow's step effects and chaos crashes.
     f"""
     CREATE TABLE {SCHEMA}.executors (
         executor_id         text PRIMARY KEY,
@@ -64,6 +65,18 @@ MIGRATIONS: tuple[str, ...] = (
         at          timestamptz NOT NULL DEFAULT now()
     );
     CREATE INDEX step_effects_workflow_idx ON {SCHEMA}.step_effects (workflow_id, step);
+
+    -- Chaos crashes requested for a step, recorded just before the process dies, so a
+    -- bounded chaos request ("crash the first N times") survives the crash it causes.
+    CREATE TABLE {SCHEMA}.chaos_crashes (
+        id          bigserial PRIMARY KEY,
+        workflow_id text NOT NULL,
+        step        integer NOT NULL,
+        mode        text NOT NULL,
+        executor_id text NOT NULL,
+        at          timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX chaos_crashes_workflow_idx ON {SCHEMA}.chaos_crashes (workflow_id, step);
     """,
 )
 

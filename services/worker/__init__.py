@@ -1,0 +1,1 @@
+"""The worker: DBOS durable workflows behind an async Litestar API."""

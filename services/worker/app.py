@@ -1,0 +1,66 @@
+"""The worker's Litestar application factory."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsPlugin
+from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
+from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
+
+from services.shared.logging import logging_config
+from services.worker.api import HealthController, WorkflowController
+from services.worker.auth import PUBLIC, bearer_guard
+from services.worker.log_context import add_workflow_context
+from services.worker.metrics import BUILD_INFO
+from services.worker.runtime import WorkerRuntime
+from services.worker.settings import WorkerSettings
+
+
+class MetricsController(PrometheusController):
+    opt = {PUBLIC: True}
+
+
+def create_app(settings: WorkerSettings) -> Litestar:
+    @asynccontextmanager
+    async def lifespan(app: Litestar) -> AsyncIterator[None]:
+        runtime = await WorkerRuntime.start(settings)
+        app.state.runtime = runtime
+        try:
+            yield
+        finally:
+            await runtime.stop()
+
+    BUILD_INFO.info(
+        {
+            "version": settings.app_version,
+            "application": settings.app_name,
+            "executor_id": settings.executor_id,
+        }
+    )
+    log_config = logging_config(
+        "worker",
+        level=settings.log_level,
+        as_json=None if settings.log_format == "auto" else settings.log_format == "json",
+        extra_processors=[add_workflow_context],
+    )
+    return Litestar(
+        route_handlers=[WorkflowController, HealthController, MetricsController],
+        lifespan=[lifespan],
+        guards=[bearer_guard(settings.api_token)],
+        middleware=[
+            PrometheusConfig(app_name="limbo-worker", prefix="litestar", group_path=True).middleware
+        ],
+        plugins=[
+            StructlogPlugin(
+                StructlogConfig(
+                    structlog_logging_config=log_config, enable_middleware_logging=False
+                )
+            ),
+            ProblemDetailsPlugin(ProblemDetailsConfig(enable_for_all_http_exceptions=True)),
+        ],
+        openapi_config=OpenAPIConfig(title="Limbo worker", version=settings.app_version),
+    )
