@@ -7,7 +7,6 @@ from dbos import SetEnqueueOptions
 from dbos._error import DBOSQueueDeduplicatedError
 from litestar import Controller, Request, get, post
 from litestar.datastructures import State
-from litestar.exceptions import NotFoundException, PermissionDeniedException
 from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.response import Response
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
@@ -42,8 +41,10 @@ class WorkflowController(Controller):
         chaos: ChaosPlan | None = None
         if data.chaos is not None:
             if not rt.settings.chaos_enabled:
-                raise PermissionDeniedException(
-                    detail="chaos requests are refused: this worker runs with WORKER_CHAOS unset"
+                raise ProblemDetailsException(
+                    status_code=403,
+                    title="Chaos refused",
+                    detail="chaos requests are refused: this worker runs without WORKER_CHAOS=1",
                 )
             chaos = {
                 "child": data.chaos.child,
@@ -84,7 +85,9 @@ class WorkflowController(Controller):
         """A workflow's status, attempts, executor, dedup ID, and its children's steps."""
         view = await runtime_of(state).repository.workflow(workflow_id)
         if view is None:
-            raise NotFoundException(detail=f"no workflow {workflow_id!r}")
+            raise ProblemDetailsException(
+                status_code=404, title="Unknown workflow", detail=f"no workflow {workflow_id!r}"
+            )
         return view
 
     @get("/queue")

@@ -5,8 +5,8 @@ from __future__ import annotations
 import hmac
 
 from litestar.connection import ASGIConnection
-from litestar.exceptions import NotAuthorizedException
 from litestar.handlers.base import BaseRouteHandler
+from litestar.plugins.problem_details import ProblemDetailsException
 
 PUBLIC = "public"  # route opt key: reachable without a token
 
@@ -20,7 +20,9 @@ def bearer_guard(token: str | None):  # type: ignore[no-untyped-def]
             return
         given = connection.headers.get("authorization", "").encode()
         if not hmac.compare_digest(given, expected):
-            raise NotAuthorizedException(
+            raise ProblemDetailsException(
+                status_code=401,
+                title="Unauthorized",
                 detail="missing or invalid bearer token",
                 headers={"WWW-Authenticate": 'Bearer realm="limbo-worker"'},
             )
