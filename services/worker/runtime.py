@@ -15,7 +15,7 @@ from typing import Any
 
 import asyncpg
 import structlog
-from dbos import DBOS, DBOSConfig
+from dbos import DBOS, AsyncSQLAlchemyDatasource, DBOSConfig
 
 from services.shared.db import connect, create_pool
 from services.shared.schema import migrate
@@ -38,6 +38,7 @@ log = structlog.get_logger(__name__)
 class WorkerRuntime:
     settings: WorkerSettings
     pool: asyncpg.Pool
+    datasource: AsyncSQLAlchemyDatasource
     workflows: JobWorkflows
     heartbeat: Heartbeat
     repository: WorkflowRepository
@@ -60,7 +61,12 @@ class WorkerRuntime:
         pool = await create_pool(
             settings.database_url, application_name="limbo-worker", max_size=10
         )
-        workflows = register_workflows(settings.max_recovery_attempts)
+        # Step effects commit through a DBOS datasource, in the transaction that records the
+        # step, so they happen exactly once (tables in schema dbos_datasource).
+        datasource = await AsyncSQLAlchemyDatasource.create(
+            settings.database_url, engine_kwargs={"pool_size": 10, "max_overflow": 10}
+        )
+        workflows = register_workflows(settings.max_recovery_attempts, datasource)
         identity = ExecutorIdentity(
             executor_id=settings.executor_id,
             application_name=settings.app_name,
@@ -72,6 +78,7 @@ class WorkerRuntime:
         runtime = cls(
             settings=settings,
             pool=pool,
+            datasource=datasource,
             workflows=workflows,
             heartbeat=heartbeat,
             repository=WorkflowRepository(pool, STEP),
@@ -79,6 +86,7 @@ class WorkerRuntime:
         bind_runtime(
             JobRuntime(
                 effects=EffectsStore(pool, settings.executor_id),
+                executor_id=settings.executor_id,
                 default_step_seconds=settings.step_seconds,
                 sleep_seconds=settings.sleep_seconds,
                 active=runtime.active,
@@ -130,6 +138,7 @@ class WorkerRuntime:
         )
         self._blocking.shutdown(wait=False)
         bind_runtime(None)
+        await self.datasource.engine.dispose()
         await self.pool.close()
         log.info(
             "worker_stopped",

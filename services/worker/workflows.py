@@ -13,10 +13,11 @@ from dataclasses import dataclass
 from typing import Any, TypedDict, TypeVar
 
 import structlog
-from dbos import DBOS
+from dbos import DBOS, AsyncSQLAlchemyDatasource
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.worker.chaos import ChaosMode, crash, stall_event_loop
-from services.worker.effects import EffectsStore
+from services.worker.effects import EffectsStore, record_step_effect
 from services.worker.metrics import STEPS_EXECUTED, WORKFLOWS_FINISHED
 
 PARENT_WORKFLOW = "limbo.job"
@@ -39,6 +40,7 @@ class JobRuntime:
     """What the workflow bodies need from the running service."""
 
     effects: EffectsStore
+    executor_id: str
     default_step_seconds: float
     sleep_seconds: float
     active: set[str]
@@ -59,7 +61,12 @@ def _rt() -> JobRuntime:
 
 
 async def _step_body(
-    workflow_id: str, child: int, step: int, chaos: ChaosPlan | None, step_seconds: float
+    session: AsyncSession,
+    workflow_id: str,
+    child: int,
+    step: int,
+    chaos: ChaosPlan | None,
+    step_seconds: float,
 ) -> int:
     rt = _rt()
     if chaos is not None and chaos["child"] == child and chaos["step"] == step:
@@ -73,7 +80,9 @@ async def _step_body(
                 crash(chaos["mode"])
     if step_seconds > 0:
         await asyncio.sleep(step_seconds)
-    await rt.effects.record_step(workflow_id, step)
+    # The effect commits in the same transaction as DBOS's record of this step's output:
+    # a crash before the commit undoes both, so a recovered step never repeats the effect.
+    await record_step_effect(session, workflow_id, step, rt.executor_id)
     STEPS_EXECUTED.inc()
     return step
 
@@ -90,17 +99,24 @@ class JobWorkflows:
 _registered: JobWorkflows | None = None
 
 
-def register_workflows(max_recovery_attempts: int | None) -> JobWorkflows:
-    """Define the job's workflows and step with DBOS (once per process)."""
+def register_workflows(
+    max_recovery_attempts: int | None, datasource: AsyncSQLAlchemyDatasource
+) -> JobWorkflows:
+    """Define the job's workflows and step with DBOS (once per process).
+
+    The step is a DBOS datasource transaction, so its database effect is exactly-once.
+    """
     global _registered
     if _registered is not None:
         return _registered
 
-    @DBOS.step(name=STEP)
+    @datasource.transaction(name=STEP, isolation_level="READ COMMITTED")
     async def job_step(child: int, step: int, chaos: ChaosPlan | None, step_seconds: float) -> int:
         workflow_id = DBOS.workflow_id
         assert workflow_id is not None
-        return await _step_body(workflow_id, child, step, chaos, step_seconds)
+        return await _step_body(
+            datasource.sql_session(), workflow_id, child, step, chaos, step_seconds
+        )
 
     @DBOS.workflow(name=CHILD_WORKFLOW, max_recovery_attempts=max_recovery_attempts)
     async def job_child(
