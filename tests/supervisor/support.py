@@ -1,0 +1,186 @@
+"""Building DBOS states by SQL, and a Supervisor over a test database."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from typing import Any
+
+import asyncpg
+
+from services.shared.db import connect, create_pool
+from services.supervisor.dbos_schema import inspect_schema
+from services.supervisor.settings import RuleSettings, Settings
+from services.supervisor.sweeper import Supervisor
+
+NOW_MS = "(extract(epoch FROM now()) * 1000)::bigint"
+
+
+async def columns(conn: asyncpg.Connection, schema: str = "dbos") -> set[str]:
+    rows = await conn.fetch(
+        "SELECT column_name FROM information_schema.columns "
+        "WHERE table_schema = $1 AND table_name = 'workflow_status'",
+        schema,
+    )
+    return {row["column_name"] for row in rows}
+
+
+async def insert_workflow(
+    conn: asyncpg.Connection,
+    workflow_id: str,
+    *,
+    status: str = "PENDING",
+    name: str = "dbos_workflow",
+    executor_id: str | None = "exec-a",
+    version: str | None = "0.1.0",
+    attempts: int = 1,
+    queue: str | None = "example-queue",
+    dedup: str | None = None,
+    updated_ago_ms: int = 0,
+    created_ago_ms: int = 60_000,
+    app_name: str | None = None,
+    parent: str | None = None,
+    schema: str = "dbos",
+) -> None:
+    """One workflow_status row; 3.x-only columns are set only where they exist."""
+    present = await columns(conn, schema)
+    values: dict[str, Any] = {
+        "workflow_uuid": workflow_id,
+        "status": status,
+        "name": name,
+        "executor_id": executor_id,
+        "application_version": version,
+        "recovery_attempts": attempts,
+        "queue_name": queue,
+        "deduplication_id": dedup,
+    }
+    if "application_name" in present:
+        values["application_name"] = app_name
+    if "parent_workflow_id" in present:
+        values["parent_workflow_id"] = parent
+    names = list(values)
+    placeholders = [f"${i}" for i in range(1, len(names) + 1)]
+    n = len(names)
+    sql = (
+        f"INSERT INTO {schema}.workflow_status ({', '.join(names)}, created_at, updated_at, "
+        f"started_at_epoch_ms) VALUES ({', '.join(placeholders)}, {NOW_MS} - ${n + 1}, "
+        f"{NOW_MS} - ${n + 2}, CASE WHEN ${n + 3}::boolean THEN {NOW_MS} - ${n + 2} END)"
+    )
+    await conn.execute(sql, *values.values(), created_ago_ms, updated_ago_ms, status == "PENDING")
+
+
+async def insert_step(
+    conn: asyncpg.Connection,
+    workflow_id: str,
+    function_id: int,
+    *,
+    child: str | None = None,
+    ago_ms: int = 60_000,
+    schema: str = "dbos",
+) -> None:
+    await conn.execute(
+        f"INSERT INTO {schema}.operation_outputs (workflow_uuid, function_id, function_name, "
+        f"child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms) "
+        f"VALUES ($1, $2, 'step', $3, {NOW_MS} - $4, {NOW_MS} - $4)",
+        workflow_id,
+        function_id,
+        child,
+        ago_ms,
+    )
+
+
+async def insert_executor(
+    conn: asyncpg.Connection,
+    executor_id: str,
+    *,
+    version: str = "0.1.0",
+    app: str = "limbo",
+    seen_ago_s: float = 0.0,
+    started_ago_s: float = 3600.0,
+    stopped: bool = False,
+) -> None:
+    await conn.execute(
+        """INSERT INTO limbo.executors (executor_id, application_name, application_version,
+               hostname, pid, incarnation, started_at, last_seen_at, stopped_at)
+           VALUES ($1, $2, $3, 'test', 1, gen_random_uuid(),
+                   now() - make_interval(secs => $4), now() - make_interval(secs => $5),
+                   CASE WHEN $6 THEN now() - make_interval(secs => $5) END)
+           ON CONFLICT (executor_id) DO UPDATE
+           SET application_version = excluded.application_version,
+               started_at = excluded.started_at, last_seen_at = excluded.last_seen_at,
+               stopped_at = excluded.stopped_at""",
+        executor_id,
+        app,
+        version,
+        started_ago_s,
+        seen_ago_s,
+        stopped,
+    )
+
+
+async def publish(
+    conn: asyncpg.Connection,
+    name: str,
+    max_attempts: int | None,
+    *,
+    version: str = "0.1.0",
+    app: str = "limbo",
+) -> None:
+    await conn.execute(
+        """INSERT INTO limbo.workflow_registry (application_name, application_version,
+               workflow_name, max_recovery_attempts, published_by)
+           VALUES ($1, $2, $3, $4, 'test')""",
+        app,
+        version,
+        name,
+        max_attempts,
+    )
+
+
+async def row(conn: asyncpg.Connection, workflow_id: str, schema: str = "dbos") -> dict[str, Any]:
+    record = await conn.fetchrow(
+        f"SELECT * FROM {schema}.workflow_status WHERE workflow_uuid = $1", workflow_id
+    )
+    assert record is not None, workflow_id
+    return dict(record)
+
+
+async def audit_rows(
+    conn: asyncpg.Connection, workflow_id: str | None = None
+) -> list[dict[str, Any]]:
+    records = await conn.fetch(
+        "SELECT * FROM limbo.audit WHERE $1::text IS NULL OR workflow_id = $1 ORDER BY id",
+        workflow_id,
+    )
+    return [dict(r) for r in records]
+
+
+async def dump_dbos(conn: asyncpg.Connection, schema: str = "dbos") -> str:
+    """Every row of DBOS's workflow and step tables, as one comparable string."""
+    parts = []
+    for table in ("workflow_status", "operation_outputs"):
+        rows = await conn.fetch(f"SELECT to_jsonb(t) AS j FROM {schema}.{table} t")
+        parts.append(json.dumps(sorted(json.dumps(r["j"], sort_keys=True) for r in rows)))
+    return "\n".join(parts)
+
+
+def settings_for(url: str, **rules: Any) -> Settings:
+    defaults: dict[str, Any] = {"stall_timeout_ms": 5_000, "version_orphan_after_ms": 5_000}
+    return Settings(
+        database_url=url,
+        actor="test",
+        rules=replace(RuleSettings(), **{**defaults, **rules}),
+    )
+
+
+async def make_supervisor(
+    url: str, *, schema: str = "dbos", settings: Settings | None = None, **rules: Any
+) -> Supervisor:
+    settings = settings or replace(settings_for(url, **rules), dbos_schema=schema)
+    conn = await connect(url, application_name="test")
+    try:
+        dbos = await inspect_schema(conn, schema)
+    finally:
+        await conn.close()
+    pool = await create_pool(url, application_name="test-supervisor", max_size=2)
+    return Supervisor(pool, dbos, settings)

@@ -1,0 +1,156 @@
+"""The sweep's queries use DBOS's indexes: no sequential scan of a large workflow_status.
+
+200,000 rows, 1% of them in flight, ANALYZEd; the planner is left to its own choices
+(enable_seqscan untouched). Run on the 3.4 schema and on the 2.8 fixture.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import asyncpg
+
+from services.shared.db import connect
+from services.supervisor.actions import _guard_clause, _Params, _set_clause
+from services.supervisor.dbos_schema import DbosSchema, inspect_schema
+from services.supervisor.observe import (
+    WorkflowRow,
+    dead_children_query,
+    in_flight_query,
+    last_step_query,
+    one_workflow_query,
+)
+from services.supervisor.rules import Action, Guard, Verdict
+from services.supervisor.settings import RuleSettings
+from tests.supervisor.test_dbos_schemas import load_dbos_28
+from tests.support.postgres import TestPostgres
+
+ROWS = 200_000
+IN_FLIGHT_EVERY = 100  # 1%
+
+
+async def fill(conn: asyncpg.Connection, *, has_parent: bool) -> None:
+    """History as production has it: mostly SUCCESS, some failures, 1% in flight; every
+    tenth workflow a child of the one before (recorded as DBOS records it)."""
+    parent = "CASE WHEN i % 10 = 0 THEN 'wf-' || (i - 1) END" if has_parent else None
+    await conn.execute(
+        f"""INSERT INTO dbos.workflow_status (workflow_uuid, status, name, executor_id,
+                application_version, recovery_attempts, queue_name, created_at, updated_at
+                {", parent_workflow_id" if parent else ""})
+            SELECT 'wf-' || i,
+                   CASE WHEN i % {IN_FLIGHT_EVERY} = 0 THEN
+                            (CASE WHEN i % 200 = 0 THEN 'PENDING' ELSE 'ENQUEUED' END)
+                        WHEN i % 97 = 0 THEN 'ERROR'
+                        WHEN i % 89 = 0 THEN 'CANCELLED'
+                        WHEN i % 83 = 0 THEN 'MAX_RECOVERY_ATTEMPTS_EXCEEDED'
+                        ELSE 'SUCCESS' END,
+                   'job', 'exec-' || (i % 7), '0.1.0', 1, 'q-' || (i % 3),
+                   1700000000000 + i, 1700000000000 + i
+                   {", " + parent if parent else ""}
+              FROM generate_series(1, {ROWS}) AS i"""
+    )
+    await conn.execute(
+        f"""INSERT INTO dbos.operation_outputs (workflow_uuid, function_id, function_name,
+                child_workflow_id, started_at_epoch_ms, completed_at_epoch_ms)
+           SELECT 'wf-' || i, f, 'step', CASE WHEN f = 1 THEN 'wf-' || (i + 1) END, 1, 2
+             FROM generate_series(1, {ROWS}) AS i, generate_series(1, 3) AS f"""
+    )
+    await conn.execute("ANALYZE dbos.workflow_status")
+    await conn.execute("ANALYZE dbos.operation_outputs")
+
+
+def scans(plan: Any) -> list[tuple[str, str | None, str | None]]:
+    """(node type, relation, index) for every node of a JSON plan."""
+    found = []
+    stack = [plan[0]["Plan"]]
+    while stack:
+        node = stack.pop()
+        found.append((node["Node Type"], node.get("Relation Name"), node.get("Index Name")))
+        stack.extend(node.get("Plans", []))
+    return found
+
+
+async def plan(
+    conn: asyncpg.Connection, sql: str, *args: Any
+) -> list[tuple[str, str | None, str | None]]:
+    text = await conn.fetchval(f"EXPLAIN (FORMAT JSON) {sql}", *args)
+    return scans(json.loads(text) if isinstance(text, str) else text)
+
+
+def assert_no_seq_scan(nodes: list[tuple[str, str | None, str | None]], what: str) -> None:
+    seq = [
+        n for n in nodes if n[0] == "Seq Scan" and n[1] in ("workflow_status", "operation_outputs")
+    ]
+    assert not seq, f"{what}: sequential scan in {nodes}"
+
+
+def _verdict(guard: Guard) -> Verdict:
+    wf = WorkflowRow("wf-200", "PENDING", "job", "exec-4", "0.1.0", 1, "q-2", None, 1, 1)
+    return Verdict("orphaned", wf, True, "test", Action.DEAD_LETTER, guard=guard)
+
+
+async def check_plans(conn: asyncpg.Connection, schema: DbosSchema) -> dict[str, Any]:
+    pending = [f"wf-{i}" for i in range(200, ROWS + 1, 200)]
+    results: dict[str, Any] = {}
+    for status in ("PENDING", "ENQUEUED"):
+        nodes = await plan(conn, in_flight_query(schema, status), 10_001)
+        assert_no_seq_scan(nodes, f"{status} scan")
+        index_names = {n[2] for n in nodes if n[2]}
+        # Driven by a status index, not a walk of the whole created_at index.
+        assert index_names, nodes
+        assert "workflow_status_created_at_index" not in index_names, nodes
+        results[status] = nodes
+    for name, sql, args in (
+        ("dead_children", dead_children_query(schema), (pending,)),
+        ("last_step", last_step_query(schema), (pending[:50],)),
+        ("one", one_workflow_query(schema), ("wf-200",)),
+    ):
+        nodes = await plan(conn, sql, *args)
+        assert_no_seq_scan(nodes, name)
+        results[name] = nodes
+    guard = Guard(
+        executor_not_holding="exec-4", claimed_at=1, dead_child="wf-201",
+        dead_child_status="CANCELLED", last_step_ms=1,
+    )  # fmt: skip
+    verdict = _verdict(guard)
+    p = _Params()
+    where = " AND ".join(_guard_clause(schema, verdict, RuleSettings(), p))
+    sets = ", ".join(_set_clause(schema, verdict, p))
+    nodes = await plan(
+        conn, f"UPDATE {schema.workflow_status} ws SET {sets} WHERE {where}", *p.values
+    )
+    assert_no_seq_scan(nodes, "guarded update")
+    return results
+
+
+async def test_sweep_queries_use_indexes_on_dbos_34(database_url: str) -> None:
+    conn = await connect(database_url, application_name="test")
+    try:
+        await fill(conn, has_parent=True)
+        schema = await inspect_schema(conn, "dbos")
+        results = await check_plans(conn, schema)
+        names = {n[2] for n in results["PENDING"] if n[2]}
+        assert names & {"idx_workflow_status_in_flight_v2", "idx_workflow_status_pending"}
+        names = {n[2] for n in results["ENQUEUED"] if n[2]}
+        assert "idx_workflow_status_in_flight_v2" in names, results["ENQUEUED"]
+    finally:
+        await conn.close()
+
+
+async def test_sweep_queries_use_indexes_on_dbos_28(pg: TestPostgres) -> None:
+    url = pg.empty_database()
+    try:
+        await load_dbos_28(url)
+        conn = await connect(url, application_name="test")
+        try:
+            await fill(conn, has_parent=False)
+            schema = await inspect_schema(conn, "dbos")
+            results = await check_plans(conn, schema)
+            for status in ("PENDING", "ENQUEUED"):
+                names = {n[2] for n in results[status]}
+                assert "workflow_status_status_index" in names, results[status]
+        finally:
+            await conn.close()
+    finally:
+        pg.drop_database(url)
