@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 
 import asyncpg
@@ -59,6 +60,8 @@ class Runner:
         self._pool: asyncpg.Pool | None = None
         self._on_fatal = on_fatal
         self.sweeps = 0
+        # When our current connection to the database was made (monotonic seconds).
+        self._connected_since: float | None = None
 
     @property
     def role(self) -> str:
@@ -72,12 +75,14 @@ class Runner:
             self.settings.database_url, application_name="limbo-supervisor", max_size=4
         )
         self.supervisor = Supervisor(self._pool, schema, self.settings)
+        self._connected_since = time.monotonic()
         metrics.BUILD.info({"version": metrics.package_version(), "dbos_schema": schema.flavor})
         log.info("dbos schema adapted", **schema.describe())
         return self.supervisor
 
     async def _reset(self) -> None:
         pool, self._pool, self.supervisor = self._pool, None, None
+        self._connected_since = None
         if pool is not None:
             pool.terminate()
 
@@ -88,9 +93,23 @@ class Runner:
         metrics.LEADER.set(1 if leader else 0)
         if leader:
             await supervisor.sweep(
-                still_leader=lambda: self.leadership.is_leader, repeat_dry_runs=False
+                still_leader=lambda: self.leadership.is_leader,
+                repeat_dry_runs=False,
+                trust_heartbeats=self.heartbeats_trusted(),
             )
             self.sweeps += 1
+
+    def heartbeats_trusted(self) -> bool:
+        """Whether a stale heartbeat can mean a dead executor yet.
+
+        After a database outage every heartbeat is stale at once, because no worker could
+        write one: executors are judged only once we have been connected for a full
+        executor timeout, time enough for live workers to beat again.
+        """
+        if self._connected_since is None:
+            return False
+        timeout_s = self.settings.rules.executor_timeout_ms / 1000
+        return time.monotonic() - self._connected_since >= timeout_s
 
     async def run(self) -> None:
         backoff = self.settings.poll_interval

@@ -26,6 +26,8 @@ log = structlog.get_logger("limbo.supervisor")
 
 TERMINAL = ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
 MANUAL_ACTIONS = (Action.DEAD_LETTER, Action.CANCEL, Action.REENQUEUE)
+# Rules whose verdict rests on executors' heartbeats being stale.
+HEARTBEAT_RULES = frozenset({"orphaned", "version_orphaned"})
 
 
 class WorkflowNotFound(LookupError):
@@ -176,17 +178,25 @@ class Supervisor:
         dry_run: bool | None = None,
         still_leader: Callable[[], bool] | None = None,
         repeat_dry_runs: bool = True,
+        trust_heartbeats: bool = True,
     ) -> SweepReport:
         """Observe, decide, act on at most `batch_size` verdicts (oldest first).
 
         The service loop passes `repeat_dry_runs=False`: in dry-run mode a decision on an
-        unchanged row is logged and audited once, not on every poll.
+        unchanged row is logged and audited once, not on every poll. It passes
+        `trust_heartbeats=False` right after (re)connecting: the rules that judge executors
+        by their heartbeats then wait (see Runner.heartbeats_trusted).
         """
         dry = self.settings.dry_run if dry_run is None else dry_run
         started = time.monotonic()
         report = SweepReport(dry_run=dry)
         try:
             snap, verdicts = await self.candidates()
+            if not trust_heartbeats:
+                held = [v for v in verdicts if v.rule in HEARTBEAT_RULES]
+                if held:
+                    log.info("heartbeat rules held after reconnect", candidates=len(held))
+                verdicts = [v for v in verdicts if v.rule not in HEARTBEAT_RULES]
             report.observed, report.truncated, report.candidates = (
                 len(snap.workflows),
                 snap.truncated,

@@ -20,6 +20,7 @@ import asyncpg
 import structlog
 
 from services.shared.db import connect
+from services.shared.dsn import redact
 from services.shared.schema import SCHEMA
 from services.worker.metrics import HEARTBEAT_AGE, HEARTBEAT_FAILURES
 
@@ -73,7 +74,6 @@ class Heartbeat(threading.Thread):
 
     async def _main(self) -> None:
         conn: asyncpg.Connection | None = None
-        backoff = self._interval
         while not self._stop_requested.is_set():
             try:
                 if conn is None or conn.is_closed():
@@ -84,15 +84,15 @@ class Heartbeat(threading.Thread):
                 else:
                     await self._beat(conn)
                 self._last_beat = time.monotonic()
-                backoff = self._interval
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError) as exc:
                 HEARTBEAT_FAILURES.inc()
-                log.warning("heartbeat_failed", error=str(exc), retry_in=round(backoff, 2))
+                log.warning("heartbeat_failed", error=redact(str(exc)), retry_in=self._interval)
                 if conn is not None:
                     conn.terminate()
                     conn = None
-                backoff = min(backoff * 2, 30.0)
-            await self._sleep(self._interval if conn is not None else backoff)
+            # Retried at the beat's own pace, never slower: after a database outage every
+            # worker must be seen alive again well within the supervisor's executor timeout.
+            await self._sleep(self._interval)
         if conn is not None:
             if self._mark_stopped:
                 try:
