@@ -5,7 +5,7 @@ UV_VERSION := 0.13.8
 UV := .tools/bin/uv
 PYTHON ?= python3
 
-.PHONY: run test lint typecheck pytest sync clean-data
+.PHONY: run test lint typecheck pytest sync clean-data bench container-test
 
 $(UV):
 	$(PYTHON) -m venv .tools
@@ -33,7 +33,17 @@ typecheck: sync
 pytest: sync
 	$(UV) run --no-sync pytest $(PYTEST_ARGS)
 
-test: lint typecheck pytest
+test: lint typecheck pytest container-test
 
 clean-data:
 	rm -rf .data
+
+# Build the image offline (podman, debootstrap base, wheelhouse) and drive a job through a real
+# container against a throwaway PostgreSQL. Caches in .data/container. See deploy/README.md.
+container-test: sync
+	$(UV) run --no-sync python deploy/container/test.py $(CONTAINER_TEST_ARGS)
+
+# Every benchmark at full size (a few minutes, 2 cores): prints the table and writes
+# bench/results/latest.json and bench/results/REPORT.md. Not a gate. BENCH_ARGS="--only enqueue".
+bench: sync
+	$(UV) run --no-sync python -m bench --size full $(BENCH_ARGS)

@@ -44,6 +44,7 @@ def main() -> int:
     run_dir = ROOT / ".data" / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     child_env.setdefault("LIMBO_RUN_DIR", str(run_dir))
+    print(f"run: supervisord's own log is {child_env['LIMBO_RUN_DIR']}/supervisord.log", flush=True)
     supervisord = subprocess.Popen(
         [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(CONFIG)],
         env=child_env,
