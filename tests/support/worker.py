@@ -36,12 +36,20 @@ def worker_env(database_url: str, port: int, executor_id: str, **overrides: str)
 class Worker:
     """A running worker process and a client for its API."""
 
-    def __init__(self, proc: ServiceProcess, port: int, token: str | None = None) -> None:
-        self.proc = proc
+    def __init__(
+        self, port: int, proc: ServiceProcess | None = None, token: str | None = None
+    ) -> None:
+        self._proc = proc
         self.port = port
         self.base = f"http://127.0.0.1:{port}"
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         self.http = httpx.Client(base_url=self.base, timeout=10.0, headers=headers)
+
+    @property
+    def proc(self) -> ServiceProcess:
+        if self._proc is None:
+            raise RuntimeError("this worker's process belongs to someone else (supervisord)")
+        return self._proc
 
     def wait_ready(self, timeout: float = 60.0) -> Worker:
         self.proc.wait_http(f"{self.base}/readyz", timeout=timeout)
@@ -83,7 +91,7 @@ def start_worker(
         worker_env(database_url, port, executor_id, **overrides),
         name=name or f"worker-{executor_id}",
     )
-    worker = Worker(proc, port, overrides.get("WORKER_API_TOKEN"))
+    worker = Worker(port, proc, overrides.get("WORKER_API_TOKEN"))
     return worker.wait_ready() if wait else worker
 
 

@@ -35,7 +35,7 @@ def api_worker(
         on_start=pg.register_child,
         on_exit=pg.unregister_child,
     ).start()
-    worker = Worker(proc, port)
+    worker = Worker(port, proc)
     try:
         yield worker.wait_ready()
     finally:

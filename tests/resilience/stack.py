@@ -1,0 +1,200 @@
+"""The whole stack as production runs it: supervisord with deploy/supervisord.conf,
+running the worker and the supervisor sidecar, against a real PostgreSQL.
+
+Faults are injected into the real processes: the worker's own PID (from its heartbeat
+row, not the relay supervisord started) gets SIGKILL; the stack gets SIGTERM.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from services.shared.localpg import free_port
+from tests.support.processes import ROOT, wait_until
+from tests.support.worker import Worker
+
+CONFIG = ROOT / "deploy" / "supervisord.conf"
+
+
+class Stack:
+    def __init__(
+        self,
+        database_url: str,
+        run_dir: Path,
+        *,
+        on_start: Callable[[int], None] | None = None,
+        on_exit: Callable[[int], None] | None = None,
+        **env: str,
+    ) -> None:
+        self.database_url = database_url
+        self.run_dir = run_dir
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.worker_port = free_port()
+        self.supervisor_port = free_port()
+        self.executor_id = env.get("WORKER_EXECUTOR_ID", "exec-stack")
+        self.env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "LIMBO_RUN_DIR": str(run_dir),
+            "DATABASE_URL": database_url,
+            "WORKER_PORT": str(self.worker_port),
+            "WORKER_HOST": "127.0.0.1",
+            "WORKER_EXECUTOR_ID": self.executor_id,
+            "WORKER_CHAOS": "1",
+            "WORKER_HEARTBEAT_INTERVAL": "0.5",
+            "WORKER_STEP_SECONDS": "0.02",
+            "WORKER_SLEEP_SECONDS": "0.01",
+            "WORKER_SHUTDOWN_TIMEOUT": "10",
+            "SUPERVISOR_PORT": str(self.supervisor_port),
+            "SUPERVISOR_HOST": "127.0.0.1",
+            "SUPERVISOR_POLL_INTERVAL": "0.5",
+            "LOG_FORMAT": "json",
+            **env,
+        }
+        self._on_start = on_start
+        self._on_exit = on_exit
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log_path = run_dir / "stdout.log"
+        self.worker = Worker(self.worker_port)
+        self.supervisor = httpx.Client(
+            base_url=f"http://127.0.0.1:{self.supervisor_port}", timeout=10
+        )
+
+    # -- lifecycle -----------------------------------------------------------------
+    def start(self) -> Stack:
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(CONFIG)],
+            env=self.env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        log.close()
+        if self._on_start:
+            self._on_start(self.proc.pid)
+        return self
+
+    def wait_ready(self, timeout: float = 90.0) -> Stack:
+        def ready() -> bool:
+            self._check_alive()
+            try:
+                return (
+                    httpx.get(f"{self.worker.base}/readyz", timeout=2).status_code == 200
+                    and self.supervisor.get("/readyz", timeout=2).status_code == 200
+                )
+            except httpx.HTTPError:
+                return False
+
+        wait_until(ready, timeout, interval=0.3, what="worker and supervisor ready")
+        return self
+
+    def _check_alive(self) -> None:
+        if self.proc is not None and self.proc.poll() is not None:
+            tail = "\n".join(self.log_lines()[-40:])
+            raise RuntimeError(f"supervisord exited with {self.proc.returncode}:\n{tail}")
+
+    def terminate(self, timeout: float = 90.0) -> int:
+        """SIGTERM to supervisord (PID 1 in a container): graceful stop of everything."""
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            raise
+        if self._on_exit:
+            self._on_exit(self.proc.pid)
+        return code
+
+    def kill(self) -> None:
+        if self.proc is None:
+            return
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.proc.pid, signal.SIGKILL)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(10)
+        # Programs run in their own process groups under supervisord: end them too.
+        for pid in _descendants_of_run(self.run_dir):
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        if self._on_exit:
+            self._on_exit(self.proc.pid)
+
+    def close(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.terminate(timeout=60)
+        self.kill()
+        self.worker.http.close()
+        self.supervisor.close()
+
+    # -- observation ---------------------------------------------------------------
+    def log_lines(self) -> list[str]:
+        if not self.log_path.exists():
+            return []
+        return self.log_path.read_text(errors="replace").splitlines()
+
+    def json_lines(self) -> list[dict[str, Any]]:
+        return [json.loads(line) for line in self.log_lines() if line.strip()]
+
+    def ctl(self, *args: str) -> str:
+        result = subprocess.run(
+            [sys.executable, "-m", "supervisor.supervisorctl", "-c", str(CONFIG), *args],
+            env=self.env,
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        return result.stdout
+
+
+def _descendants_of_run(run_dir: Path) -> list[int]:
+    """Processes whose environment names this stack's run directory (ours, by construction)."""
+    marker = f"LIMBO_RUN_DIR={run_dir}".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes()
+        except OSError:
+            continue
+        if marker in environ.split(b"\0"):
+            found.append(int(entry.name))
+    return found
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
+    return wait_until(predicate, timeout, interval=0.2, what=what)
+
+
+def now() -> float:
+    return time.monotonic()
