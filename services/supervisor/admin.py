@@ -6,15 +6,11 @@ Without the token the routes do not exist (404); with it, a request without the 
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
 from litestar import Controller, Request, get, post
-from litestar.connection import ASGIConnection
 from litestar.exceptions import HTTPException, NotFoundException
-from litestar.handlers.base import BaseRouteHandler
 from litestar.params import Parameter
-from litestar.plugins.problem_details import ProblemDetailsException
 from msgspec import Struct
 
 from services.supervisor.rules import Action
@@ -31,22 +27,6 @@ class ReleaseRequest(Struct, forbid_unknown_fields=True):
     action: str = "dead_letter"
     dry_run: bool = False
     force: bool = False
-
-
-def token_guard(token: str) -> Any:
-    expected = f"Bearer {token}".encode()
-
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
-        given = connection.headers.get("authorization", "").encode()
-        if not hmac.compare_digest(given, expected):
-            raise ProblemDetailsException(
-                status_code=401,
-                title="Unauthorized",
-                detail="missing or invalid bearer token",
-                headers={"WWW-Authenticate": 'Bearer realm="limbo-supervisor"'},
-            )
-
-    return guard
 
 
 def _supervisor(request: Request[Any, Any, Any]) -> Supervisor:

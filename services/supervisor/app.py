@@ -13,9 +13,10 @@ from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetail
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
 
+from services.shared.auth import bearer_guard
 from services.shared.logging import logging_config
 from services.supervisor import metrics
-from services.supervisor.admin import AdminController, token_guard
+from services.supervisor.admin import AdminController
 from services.supervisor.runner import Runner
 from services.supervisor.settings import Settings
 
@@ -77,7 +78,7 @@ def create_app(settings: Settings, on_fatal: Callable[[str], None] | None = None
             Router(
                 path="/",
                 route_handlers=[AdminController],
-                guards=[token_guard(settings.admin_token)],
+                guards=[bearer_guard(settings.admin_token, realm="limbo-supervisor")],
             )
         )
     log_config = logging_config("supervisor", level=settings.log_level)

@@ -11,9 +11,9 @@ from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetail
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
 
+from services.shared.auth import PUBLIC, bearer_guard
 from services.shared.logging import logging_config
 from services.worker.api import HealthController, WorkflowController
-from services.worker.auth import PUBLIC, bearer_guard
 from services.worker.log_context import add_workflow_context
 from services.worker.metrics import BUILD_INFO
 from services.worker.runtime import WorkerRuntime
@@ -50,7 +50,7 @@ def create_app(settings: WorkerSettings) -> Litestar:
     return Litestar(
         route_handlers=[WorkflowController, HealthController, MetricsController],
         lifespan=[lifespan],
-        guards=[bearer_guard(settings.api_token)],
+        guards=[bearer_guard(settings.api_token, realm="limbo-worker")],
         middleware=[
             PrometheusConfig(app_name="limbo-worker", prefix="litestar", group_path=True).middleware
         ],

@@ -1,8 +1,10 @@
-"""Optional bearer-token protection (WORKER_API_TOKEN) for every route but health and metrics."""
+"""Bearer-token guards for the services' HTTP APIs (RFC 9457 problem details on 401)."""
 
 from __future__ import annotations
 
 import hmac
+from collections.abc import Callable
+from typing import Any
 
 from litestar.connection import ASGIConnection
 from litestar.handlers.base import BaseRouteHandler
@@ -10,12 +12,15 @@ from litestar.plugins.problem_details import ProblemDetailsException
 
 PUBLIC = "public"  # route opt key: reachable without a token
 
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
 
-def bearer_guard(token: str | None):  # type: ignore[no-untyped-def]
-    """A Litestar guard requiring `Authorization: Bearer <token>` when a token is configured."""
+
+def bearer_guard(token: str | None, realm: str) -> Guard:
+    """Require `Authorization: Bearer <token>` (compared in constant time) on every route
+    not marked PUBLIC; with no token configured, let everything through."""
     expected = f"Bearer {token}".encode() if token else None
 
-    def guard(connection: ASGIConnection, handler: BaseRouteHandler) -> None:  # type: ignore[type-arg]
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
         if expected is None or handler.opt.get(PUBLIC):
             return
         given = connection.headers.get("authorization", "").encode()
@@ -24,7 +29,7 @@ def bearer_guard(token: str | None):  # type: ignore[no-untyped-def]
                 status_code=401,
                 title="Unauthorized",
                 detail="missing or invalid bearer token",
-                headers={"WWW-Authenticate": 'Bearer realm="limbo-worker"'},
+                headers={"WWW-Authenticate": f'Bearer realm="{realm}"'},
             )
 
     return guard
