@@ -3,15 +3,19 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
 import asyncpg
+import httpx
 
 from services.shared.db import connect, create_pool
+from services.shared.localpg import free_port
 from services.supervisor.dbos_schema import inspect_schema
 from services.supervisor.settings import RuleSettings, Settings
 from services.supervisor.sweeper import Supervisor
+from tests.support.processes import ServiceProcess
 
 NOW_MS = "(extract(epoch FROM now()) * 1000)::bigint"
 
@@ -184,3 +188,65 @@ async def make_supervisor(
         await conn.close()
     pool = await create_pool(url, application_name="test-supervisor", max_size=2)
     return Supervisor(pool, dbos, settings)
+
+
+async def insert_many_workflows(
+    conn: asyncpg.Connection,
+    prefix: str,
+    count: int,
+    *,
+    name: str = "dbos_workflow",
+    executor_id: str | None = "exec-a",
+    version: str | None = "0.1.0",
+    attempts: int = 1,
+    queue: str | None = "example-queue",
+    updated_ago_ms: int = 60_000,
+    created_ago_ms: int = 120_000,
+    stride_ms: int = 1,
+) -> list[str]:
+    """`count` PENDING rows `<prefix>-<n>` in one statement (3.x schema), each holding the
+    dedup ID `<prefix>-<n>`, created `stride_ms` apart, oldest first. Returns their IDs."""
+    ids = [f"{prefix}-{i}" for i in range(count)]
+    await conn.execute(
+        f"""INSERT INTO dbos.workflow_status (workflow_uuid, status, name, executor_id,
+                application_version, recovery_attempts, queue_name, deduplication_id,
+                created_at, updated_at, started_at_epoch_ms)
+            SELECT id, 'PENDING', $2, $3, $4, $5, $6, id,
+                   {NOW_MS} - $7 + ord * $9, {NOW_MS} - $8, {NOW_MS} - $8
+              FROM unnest($1::text[]) WITH ORDINALITY AS t(id, ord)""",
+        ids,
+        name,
+        executor_id,
+        version,
+        attempts,
+        queue,
+        created_ago_ms,
+        updated_ago_ms,
+        stride_ms,
+    )
+    return ids
+
+
+def spawn_supervisor(
+    spawn: Callable[..., ServiceProcess], url: str, name: str = "supervisor", **env: str
+) -> tuple[ServiceProcess, str]:
+    """The real supervisor process on a free port (not waited for); returns it and its URL."""
+    port = free_port()
+    proc = spawn(
+        "services.supervisor",
+        {
+            "DATABASE_URL": url,
+            "SUPERVISOR_PORT": str(port),
+            "SUPERVISOR_HOST": "127.0.0.1",
+            "SUPERVISOR_ACTOR": name,
+            **env,
+        },
+        name=name,
+    )
+    return proc, f"http://127.0.0.1:{port}"
+
+
+def metric_sum(base: str, prefix: str) -> float:
+    """The sum of the supervisor's /metrics samples whose line starts with `prefix`."""
+    text = httpx.get(f"{base}/metrics", timeout=5.0).text
+    return sum(float(line.split()[-1]) for line in text.splitlines() if line.startswith(prefix))
