@@ -8,7 +8,7 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-from tests.resilience.stack import Stack, process_alive
+from tests.resilience.stack import Stack, process_alive, processes_of_run
 from tests.support.worker import fetch
 
 
@@ -72,21 +72,14 @@ async def worker_pid(stack: Stack) -> int | None:
 
 
 def supervisor_pids(run_dir: Path) -> list[int]:
-    """Our supervisor service processes started by this stack (by environment and command)."""
-    marker = f"LIMBO_RUN_DIR={run_dir}".encode()
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
-            environ = (entry / "environ").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        is_service = b"services.supervisor" in cmdline and b"-m" in cmdline
-        if is_service and marker in environ and b"deploy/stdout_relay.py" not in cmdline:
-            found.append(int(entry.name))
-    return found
+    """Our supervisor service processes started by this stack (not their stdout relays)."""
+    return [
+        pid
+        for pid, cmdline in processes_of_run(run_dir)
+        if b"services.supervisor" in cmdline
+        and b"-m" in cmdline
+        and b"deploy/stdout_relay.py" not in cmdline
+    ]
 
 
 async def audit_applied(database_url: str) -> list[dict[str, object]]:

@@ -128,7 +128,7 @@ class Stack:
         with contextlib.suppress(subprocess.TimeoutExpired):
             self.proc.wait(10)
         # Programs run in their own process groups under supervisord: end them too.
-        for pid in _descendants_of_run(self.run_dir):
+        for pid, _ in processes_of_run(self.run_dir):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
         if self._on_exit:
@@ -164,8 +164,9 @@ class Stack:
         return result.stdout
 
 
-def _descendants_of_run(run_dir: Path) -> list[int]:
-    """Processes whose environment names this stack's run directory (ours, by construction)."""
+def processes_of_run(run_dir: Path) -> list[tuple[int, list[bytes]]]:
+    """Processes (PID, command line) whose environment names this stack's run directory:
+    ours, by construction, whatever process group supervisord gave them."""
     marker = f"LIMBO_RUN_DIR={run_dir}".encode()
     found = []
     for entry in Path("/proc").iterdir():
@@ -173,10 +174,11 @@ def _descendants_of_run(run_dir: Path) -> list[int]:
             continue
         try:
             environ = (entry / "environ").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
         except OSError:
             continue
         if marker in environ.split(b"\0"):
-            found.append(int(entry.name))
+            found.append((int(entry.name), cmdline))
     return found
 
 

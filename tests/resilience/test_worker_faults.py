@@ -8,40 +8,10 @@ import random
 import signal
 import time
 
+from tests.resilience.common import effect_counts, job_states, worker_pid
 from tests.resilience.conftest import StackFactory, record
-from tests.resilience.stack import Stack, process_alive
+from tests.resilience.stack import process_alive
 from tests.support.processes import wait_until
-from tests.support.worker import fetch
-
-
-async def _worker_pid(stack: Stack) -> int | None:
-    rows = await fetch(
-        stack.database_url,
-        "SELECT pid FROM limbo.executors WHERE executor_id = $1 AND stopped_at IS NULL",
-        stack.executor_id,
-    )
-    pid = rows[0]["pid"] if rows else None
-    return pid if pid is not None and process_alive(pid) else None
-
-
-async def _job_states(database_url: str, ids: list[str]) -> dict[str, str]:
-    rows = await fetch(
-        database_url,
-        "SELECT workflow_uuid, status FROM dbos.workflow_status WHERE workflow_uuid = ANY($1)",
-        ids,
-    )
-    return {r["workflow_uuid"]: r["status"] for r in rows}
-
-
-async def _effect_counts(database_url: str, ids: list[str]) -> list[int]:
-    rows = await fetch(
-        database_url,
-        "SELECT count(*) AS n FROM limbo.step_effects e"
-        " JOIN dbos.workflow_status w ON w.workflow_uuid = e.workflow_id"
-        " WHERE w.parent_workflow_id = ANY($1) GROUP BY e.workflow_id, e.step",
-        ids,
-    )
-    return [r["n"] for r in rows]
 
 
 async def test_random_sigkills_while_200_jobs_run(stacks: StackFactory, database_url: str) -> None:
@@ -59,10 +29,10 @@ async def test_random_sigkills_while_200_jobs_run(stacks: StackFactory, database
     started = time.monotonic()
     kills = 0
     while kills < 5 and time.monotonic() - started < 120:
-        states = await _job_states(database_url, ids)
+        states = await job_states(database_url, ids)
         if sum(s == "SUCCESS" for s in states.values()) >= jobs * 0.9:
             break  # too little work left for a kill to mean anything
-        pid = await _worker_pid(stack)
+        pid = await worker_pid(stack)
         if pid is None:
             await asyncio.sleep(0.2)
             continue
@@ -73,18 +43,18 @@ async def test_random_sigkills_while_200_jobs_run(stacks: StackFactory, database
             wait_until(lambda: not process_alive(pid), 10, what="the worker to die")  # noqa: B023
 
     async def all_done() -> bool:
-        states = await _job_states(database_url, ids)
+        states = await job_states(database_url, ids)
         return len(states) == jobs and all(s == "SUCCESS" for s in states.values())
 
     deadline = time.monotonic() + 240
     while not await all_done():
         if time.monotonic() > deadline:
-            states = await _job_states(database_url, ids)
+            states = await job_states(database_url, ids)
             stuck = {i: s for i, s in states.items() if s != "SUCCESS"}
             raise AssertionError(f"{len(stuck)} jobs unfinished after {kills} kills: {stuck}")
         await asyncio.sleep(0.5)
     elapsed = time.monotonic() - started
-    counts = await _effect_counts(database_url, ids)
+    counts = await effect_counts(database_url, ids)
     assert len(counts) == jobs * steps, f"{len(counts)} step effects, expected {jobs * steps}"
     duplicates = sum(1 for n in counts if n != 1)
     assert duplicates == 0, f"{duplicates} steps ran their effect more than once"
@@ -109,7 +79,7 @@ async def test_sigterm_to_the_stack_mid_load_then_restart_loses_nothing(
         assert response.status_code == 202
         ids.append(response.json()["workflow_id"])
     await asyncio.sleep(2.0)
-    before = await _job_states(database_url, ids)
+    before = await job_states(database_url, ids)
     assert any(s != "SUCCESS" for s in before.values()), "the load finished before SIGTERM"
     stopping = time.monotonic()
     assert stack.terminate(timeout=90) == 0
@@ -119,12 +89,12 @@ async def test_sigterm_to_the_stack_mid_load_then_restart_loses_nothing(
     again = stacks(database_url, name="again").wait_ready()
     deadline = time.monotonic() + 180
     while True:
-        states = await _job_states(database_url, ids)
+        states = await job_states(database_url, ids)
         if all(s == "SUCCESS" for s in states.values()):
             break
         assert time.monotonic() < deadline, states
         await asyncio.sleep(0.5)
-    counts = await _effect_counts(database_url, ids)
+    counts = await effect_counts(database_url, ids)
     assert len(counts) == 40 * 5
     assert set(counts) == {1}
     assert again.worker.http.get("/readyz").status_code == 200
