@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any
 
@@ -225,6 +226,19 @@ async def insert_many_workflows(
         stride_ms,
     )
     return ids
+
+
+def db(url: str, action: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
+    """Run one async action on a fresh connection, from synchronous test code."""
+
+    async def _run() -> Any:
+        conn = await connect(url, application_name="test")
+        try:
+            return await action(conn)
+        finally:
+            await conn.close()
+
+    return asyncio.run(_run())
 
 
 def spawn_supervisor(

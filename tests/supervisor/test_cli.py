@@ -2,32 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import asyncpg
 import pytest
 
-from services.shared.db import connect
 from services.supervisor import cli
-from tests.supervisor.support import audit_rows, insert_executor, insert_workflow, row
+from tests.supervisor.support import audit_rows, db, insert_executor, insert_workflow, row
 from tests.support.postgres import ROOT
-
-
-def db(url: str, action: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
-    async def _run() -> Any:
-        conn = await connect(url, application_name="test")
-        try:
-            return await action(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(_run())
 
 
 def run(url: str | None, *args: str) -> tuple[int, str]:

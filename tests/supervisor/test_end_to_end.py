@@ -17,29 +17,16 @@ from typing import Any
 import httpx
 import pytest
 
-from services.shared.localpg import free_port
 from tests.conftest import Spawn
+from tests.supervisor.support import spawn_supervisor
 from tests.support.worker import fetch, start_worker
 
 pytestmark = pytest.mark.slow
 
 
 def start_supervisor(spawn: Spawn, url: str, **env: str) -> str:
-    port = free_port()
-    proc = spawn(
-        "services.supervisor",
-        {
-            "DATABASE_URL": url,
-            "SUPERVISOR_PORT": str(port),
-            "SUPERVISOR_HOST": "127.0.0.1",
-            "SUPERVISOR_POLL_INTERVAL": "0.3",
-            "SUPERVISOR_EXECUTOR_TIMEOUT": "3",
-            "SUPERVISOR_ACTOR": "e2e",
-            **env,
-        },
-        name="supervisor",
-    )
-    base = f"http://127.0.0.1:{port}"
+    settings = {"SUPERVISOR_POLL_INTERVAL": "0.3", "SUPERVISOR_EXECUTOR_TIMEOUT": "3", **env}
+    proc, base = spawn_supervisor(spawn, url, "e2e", **settings)
     proc.wait_http(f"{base}/readyz", timeout=30)
     return base
 

@@ -18,19 +18,18 @@ that was acknowledged), and none was decided twice.
 
 from __future__ import annotations
 
-import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
 import httpx
 
-from services.shared.db import connect
 from services.shared.localpg import start_owned_server
 from tests.conftest import Spawn
 from tests.supervisor.support import (
+    db,
     insert_executor,
     insert_many_workflows,
     metric_sum,
@@ -45,17 +44,6 @@ BATCH = 50  # rows acted on per sweep: about 60 sweeps to release them all
 MAX_ATTEMPTS = 2  # published for JOB: 5 attempts > 2 + 1 is `exhausted`
 JOB = "limbo.job"
 DOWN_S = 3.0  # how long PostgreSQL stays down each time
-
-
-def db(url: str, action: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
-    async def _run() -> Any:
-        conn = await connect(url, application_name="test")
-        try:
-            return await action(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(_run())
 
 
 async def seed(conn: asyncpg.Connection) -> None:

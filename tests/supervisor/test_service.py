@@ -3,52 +3,31 @@ metrics, JSON decision logs, database outages, refusal of bad config and schemas
 
 from __future__ import annotations
 
-import asyncio
 import signal
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
 
 import asyncpg
 import httpx
 
-from services.shared.db import connect
 from services.shared.dsn import with_database
-from services.shared.localpg import _psql, free_port
+from services.shared.localpg import _psql
 from tests.conftest import Spawn
-from tests.supervisor.support import audit_rows, insert_executor, insert_workflow, row
+from tests.supervisor.support import (
+    audit_rows,
+    db,
+    insert_executor,
+    insert_workflow,
+    row,
+    spawn_supervisor,
+)
 from tests.support.postgres import TEMPLATE, TestPostgres
 from tests.support.processes import ServiceProcess, wait_until
 
 POLL = 0.3
 
 
-def db(url: str, action: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
-    async def _run() -> Any:
-        conn = await connect(url, application_name="test")
-        try:
-            return await action(conn)
-        finally:
-            await conn.close()
-
-    return asyncio.run(_run())
-
-
 def start(spawn: Spawn, url: str, name: str, **env: str) -> tuple[ServiceProcess, str]:
-    port = free_port()
-    proc = spawn(
-        "services.supervisor",
-        {
-            "DATABASE_URL": url,
-            "SUPERVISOR_PORT": str(port),
-            "SUPERVISOR_HOST": "127.0.0.1",
-            "SUPERVISOR_POLL_INTERVAL": str(POLL),
-            "SUPERVISOR_ACTOR": name,
-            **env,
-        },
-        name=name,
-    )
-    return proc, f"http://127.0.0.1:{port}"
+    return spawn_supervisor(spawn, url, name, SUPERVISOR_POLL_INTERVAL=str(POLL), **env)
 
 
 def role(base: str) -> str | None:
