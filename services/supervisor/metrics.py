@@ -34,7 +34,10 @@ EXECUTORS = Gauge(
     f"{PREFIX}_executors", "Executors in the heartbeat table, by state (alive, dead).", ["state"]
 )
 DB_ERRORS = Counter(f"{PREFIX}_database_errors", "Database errors met by the supervisor loop.")
-IN_FLIGHT = Gauge(f"{PREFIX}_in_flight_workflows", "ENQUEUED or PENDING workflows observed.")
+IN_FLIGHT = Gauge(
+    f"{PREFIX}_in_flight_workflows",
+    "ENQUEUED or PENDING workflows the last sweep examined: those no cheap check ruled out.",
+)
 BUILD = Info(f"{PREFIX}_build", "Build of the supervisor and the DBOS schema it adapted to.")
 
 

@@ -17,6 +17,7 @@ from asyncpg.pool import PoolConnectionProxy
 
 from services.shared.schema import SCHEMA as LIMBO
 from services.supervisor.dbos_schema import DbosSchema
+from services.supervisor.settings import RuleSettings
 
 # A connection of our own or one borrowed from a pool.
 Conn = asyncpg.Connection | PoolConnectionProxy
@@ -126,19 +127,121 @@ def _status_columns(schema: DbosSchema) -> str:
     )
 
 
-def in_flight_query(schema: DbosSchema, status: str) -> str:
+def in_flight_query(schema: DbosSchema, status: str, prefilter: str | None = None) -> str:
     """The sweep's main reads: the PENDING rows, and the ENQUEUED rows, each oldest first and
     bounded separately (a long legitimate queue never hides a PENDING row in limbo).
 
     Each predicate is one the planner proves against DBOS's partial indexes
     (`idx_workflow_status_pending`, `idx_workflow_status_in_flight_v2` in 3.x) or matches
-    the plain status index (2.8).
+    the plain status index (2.8). `prefilter` (see `Prefilter`) keeps only the rows some rule
+    could match, so that healthy in-flight work is never shipped to the supervisor.
     """
     assert status in IN_FLIGHT
+    extra = f" AND ({prefilter})" if prefilter else ""
     return (
-        f"SELECT {_status_columns(schema)} FROM {schema.workflow_status} "
-        f"WHERE status = '{status}' ORDER BY created_at LIMIT $1"
+        f"SELECT {_status_columns(schema)} FROM {schema.workflow_status} ws "
+        f"WHERE status = '{status}'{extra} ORDER BY created_at LIMIT $1"
     )
+
+
+class _Params:
+    """Numbered query parameters ($1 is the LIMIT), one per name, each with its SQL type."""
+
+    def __init__(self) -> None:
+        self.values: list[Any] = []
+        self._index: dict[str, str] = {}
+
+    def __call__(self, name: str, value: Any, sql_type: str) -> str:
+        if name not in self._index:
+            self.values.append(value)
+            self._index[name] = f"${len(self.values) + 1}::{sql_type}"
+        return self._index[name]
+
+
+@dataclass(frozen=True)
+class Prefilter:
+    """A cheap SQL condition that every row some rule could match satisfies.
+
+    The rules stay the judges (pure functions, in rules/); this only spares them the rows
+    that cannot be in limbo: a live executor's fresh claim, attempts far from any limit, a
+    version that runs, a parent that changed within the stall timeout. A row is kept when:
+    - `exhausted`: its attempts exceed the smallest finite limit known plus one;
+    - `orphaned` (PENDING): its executor is known and dead or stopped, or restarted after the
+      claim, or (only when unknown executors are assumed dead) unknown and stalled;
+    - `version_orphaned`: its version has no live executor of its application;
+    - `dead_child` (PENDING): it has not changed for the stall timeout.
+    """
+
+    now_ms: int
+    executors: Mapping[str, ExecutorRow]
+    registry: tuple[RegistryEntry, ...]
+    settings: RuleSettings
+    app_column: str
+
+    def _live(self) -> list[ExecutorRow]:
+        timeout = self.settings.executor_timeout_ms
+        return [
+            e
+            for e in self.executors.values()
+            if e.stopped_at_ms is None and self.now_ms - e.last_seen_ms <= timeout
+        ]
+
+    def _exhausted(self, p: _Params) -> str:
+        settings = self.settings
+        limits = [
+            *settings.max_recovery_overrides.values(),
+            *(entry.max_recovery_attempts for entry in self.registry),
+            settings.default_max_recovery_attempts,
+        ]
+        finite = [limit for limit in limits if limit is not None]
+        if not finite:
+            return "FALSE"
+        return f"ws.recovery_attempts > {p('threshold', min(finite) + 1, 'bigint')}"
+
+    def _version(self, p: _Params) -> str:
+        live = self._live()
+        apps = p("live_apps", [e.application_name for e in live], "text[]")
+        versions = p("live_versions", [e.application_version for e in live], "text[]")
+        app = self.app_column
+        return (
+            f"(ws.application_version IS NOT NULL AND NOT EXISTS (SELECT 1 FROM "
+            f"unnest({apps}, {versions}) AS l(app, version) "
+            f"WHERE l.version = ws.application_version AND ({app} IS NULL OR l.app = {app})))"
+        )
+
+    def _orphaned_or_stalled(self, p: _Params) -> str:
+        settings = self.settings
+        live = self._live()
+        live_ids = {e.executor_id for e in live}
+        dead = [executor_id for executor_id in self.executors if executor_id not in live_ids]
+        claimed = "greatest(coalesce(ws.started_at_epoch_ms, 0), ws.updated_at)"
+        stall_before = p("stall_before", self.now_ms - settings.stall_timeout_ms, "bigint")
+        live_ids_param = p("live_ids", [e.executor_id for e in live], "text[]")
+        live_starts_param = p("live_starts", [e.started_at_ms for e in live], "bigint[]")
+        clauses = [
+            f"ws.executor_id = ANY({p('dead', dead, 'text[]')})",
+            f"EXISTS (SELECT 1 FROM unnest({live_ids_param}, {live_starts_param}) "
+            f"AS x(id, started) "
+            f"WHERE x.id = ws.executor_id AND x.started > {claimed} "
+            f"+ {p('tolerance', settings.restart_tolerance_ms, 'bigint')})",
+            f"ws.updated_at < {stall_before}",
+        ]
+        if settings.assume_unknown_executors_dead:
+            known = p("known", list(self.executors), "text[]")
+            clauses.append(
+                f"((ws.executor_id IS NULL OR NOT ws.executor_id = ANY({known})) "
+                f"AND {claimed} < {stall_before})"
+            )
+        return " OR ".join(clauses)
+
+    def pending(self) -> tuple[str, list[Any]]:
+        p = _Params()
+        sql = f"{self._exhausted(p)} OR {self._version(p)} OR {self._orphaned_or_stalled(p)}"
+        return sql, p.values
+
+    def enqueued(self) -> tuple[str, list[Any]]:
+        p = _Params()
+        return f"{self._exhausted(p)} OR {self._version(p)}", p.values
 
 
 def one_workflow_query(schema: DbosSchema) -> str:
@@ -214,10 +317,8 @@ def _workflow(row: asyncpg.Record) -> WorkflowRow:
     )
 
 
-async def _context(
-    conn: Conn, schema: DbosSchema, workflows: tuple[WorkflowRow, ...]
-) -> dict[str, Any]:
-    executors = {
+async def _executors(conn: Conn) -> dict[str, ExecutorRow]:
+    return {
         row["executor_id"]: ExecutorRow(
             executor_id=row["executor_id"],
             application_name=row["application_name"],
@@ -228,7 +329,10 @@ async def _context(
         )
         for row in await conn.fetch(EXECUTORS_QUERY)
     }
-    registry = tuple(
+
+
+async def _registry(conn: Conn) -> tuple[RegistryEntry, ...]:
+    return tuple(
         RegistryEntry(
             application_name=row["application_name"],
             application_version=row["application_version"],
@@ -237,6 +341,15 @@ async def _context(
         )
         for row in await conn.fetch(REGISTRY_QUERY)
     )
+
+
+async def _context(
+    conn: Conn,
+    schema: DbosSchema,
+    workflows: tuple[WorkflowRow, ...],
+    executors: dict[str, ExecutorRow],
+    registry: tuple[RegistryEntry, ...],
+) -> dict[str, Any]:
     pending = [wf.workflow_id for wf in workflows if wf.status == "PENDING"]
     children: dict[str, list[ChildRow]] = {}
     last_step: dict[str, int] = {}
@@ -248,8 +361,6 @@ async def _context(
             for row in await conn.fetch(last_step_query(schema), sorted(children)):
                 last_step[row["workflow_uuid"]] = int(row["at"])
     return {
-        "executors": executors,
-        "registry": registry,
         "dead_children": {
             parent: tuple(sorted(rows, key=lambda c: c.child_id))
             for parent, rows in children.items()
@@ -258,21 +369,43 @@ async def _context(
     }
 
 
-async def observe(conn: Conn, schema: DbosSchema, limit: int) -> Snapshot:
+async def observe(
+    conn: Conn, schema: DbosSchema, limit: int, settings: RuleSettings | None = None
+) -> Snapshot:
     """In-flight workflows (up to `limit` PENDING and `limit` ENQUEUED, oldest first) and
-    their context, in one snapshot."""
+    their context, in one snapshot. With `settings`, only the rows a rule could match under
+    them are read (see `Prefilter`)."""
     async with conn.transaction(isolation="repeatable_read", readonly=True):
         now_ms = await conn.fetchval(f"SELECT {NOW_MS}")
-        pending = await conn.fetch(in_flight_query(schema, "PENDING"), limit + 1)
-        enqueued = await conn.fetch(in_flight_query(schema, "ENQUEUED"), limit + 1)
+        executors = await _executors(conn)
+        registry = await _registry(conn)
+        if settings is None:
+            pending = await conn.fetch(in_flight_query(schema, "PENDING"), limit + 1)
+            enqueued = await conn.fetch(in_flight_query(schema, "ENQUEUED"), limit + 1)
+        else:
+            app_column = "ws.application_name" if schema.has("application_name") else "NULL::text"
+            prefilter = Prefilter(now_ms, executors, registry, settings, app_column)
+            sql, params = prefilter.pending()
+            pending = await conn.fetch(in_flight_query(schema, "PENDING", sql), limit + 1, *params)
+            sql, params = prefilter.enqueued()
+            enqueued = await conn.fetch(
+                in_flight_query(schema, "ENQUEUED", sql), limit + 1, *params
+            )
         truncated = len(pending) > limit or len(enqueued) > limit
         rows = sorted(
             [*pending[:limit], *enqueued[:limit]],
             key=lambda r: (r["created_at"], r["workflow_uuid"]),
         )
         workflows = tuple(_workflow(row) for row in rows)
-        context = await _context(conn, schema, workflows)
-    return Snapshot(now_ms=now_ms, workflows=workflows, truncated=truncated, **context)
+        context = await _context(conn, schema, workflows, executors, registry)
+    return Snapshot(
+        now_ms=now_ms,
+        workflows=workflows,
+        truncated=truncated,
+        executors=executors,
+        registry=registry,
+        **context,
+    )
 
 
 async def observe_one(conn: Conn, schema: DbosSchema, workflow_id: str) -> Snapshot | None:
@@ -283,5 +416,9 @@ async def observe_one(conn: Conn, schema: DbosSchema, workflow_id: str) -> Snaps
         if row is None:
             return None
         workflows = (_workflow(row),)
-        context = await _context(conn, schema, workflows)
-    return Snapshot(now_ms=now_ms, workflows=workflows, **context)
+        executors = await _executors(conn)
+        registry = await _registry(conn)
+        context = await _context(conn, schema, workflows, executors, registry)
+    return Snapshot(
+        now_ms=now_ms, workflows=workflows, executors=executors, registry=registry, **context
+    )

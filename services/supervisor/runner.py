@@ -86,18 +86,22 @@ class Runner:
         if pool is not None:
             pool.terminate()
 
-    async def step(self) -> None:
-        """One poll: connect if needed, refresh leadership, sweep if leader."""
+    async def step(self) -> bool:
+        """One poll: connect if needed, refresh leadership, sweep if leader. True when the
+        sweep left candidates for the next one."""
         supervisor = await self._ensure()
         leader = await self.leadership.refresh()
         metrics.LEADER.set(1 if leader else 0)
         if leader:
-            await supervisor.sweep(
+            report = await supervisor.sweep(
                 still_leader=lambda: self.leadership.is_leader,
                 repeat_dry_runs=False,
                 trust_heartbeats=self.heartbeats_trusted(),
             )
             self.sweeps += 1
+            # A full batch left work behind: sweep again at once rather than after a poll.
+            return report.deferred > 0 or report.truncated
+        return False
 
     def heartbeats_trusted(self) -> bool:
         """Whether a stale heartbeat can mean a dead executor yet.
@@ -116,7 +120,8 @@ class Runner:
         while not self.stop_event.is_set():
             delay = self.settings.poll_interval
             try:
-                await self.step()
+                if await self.step():
+                    delay = 0.0
                 if not self.ready:
                     log.info("ready", role=self.role)
                 self.ready, self.not_ready_reason = True, None

@@ -45,7 +45,7 @@ class Settings:
     poll_interval: float = 1.0
     dry_run: bool = False
     admin_token: str | None = None
-    batch_size: int = 100
+    batch_size: int = 10_000
     scan_limit: int = 10_000
     lock_timeout_ms: int = 2_000
     actor: str = "supervisor"
@@ -157,7 +157,7 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         poll_interval=env.number("SUPERVISOR_POLL_INTERVAL", 1.0, minimum=0.05, maximum=3600),
         dry_run=env.flag("SUPERVISOR_DRY_RUN", False),
         admin_token=env.optional_str("SUPERVISOR_ADMIN_TOKEN"),
-        batch_size=env.integer("SUPERVISOR_BATCH_SIZE", 100, minimum=1, maximum=10_000),
+        batch_size=env.integer("SUPERVISOR_BATCH_SIZE", 10_000, minimum=1, maximum=100_000),
         scan_limit=env.integer("SUPERVISOR_SCAN_LIMIT", 10_000, minimum=1, maximum=1_000_000),
         lock_timeout_ms=_ms(env.number("SUPERVISOR_LOCK_TIMEOUT", 2.0, minimum=0.05)),
         actor=env.string("SUPERVISOR_ACTOR", f"supervisor@{socket.gethostname()}:{os.getpid()}"),

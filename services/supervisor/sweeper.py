@@ -15,7 +15,7 @@ import structlog
 
 from services.shared.schema import SCHEMA as LIMBO
 from services.supervisor import metrics
-from services.supervisor.actions import APPLIED, Outcome, apply
+from services.supervisor.actions import APPLIED, Outcome, apply_batch
 from services.supervisor.dbos_schema import DbosSchema
 from services.supervisor.observe import Snapshot, WorkflowRow, observe, observe_one
 from services.supervisor.rules import RULES, Action, Verdict, decide, explain
@@ -26,6 +26,8 @@ log = structlog.get_logger("limbo.supervisor")
 
 TERMINAL = ("SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED")
 MANUAL_ACTIONS = (Action.DEAD_LETTER, Action.CANCEL, Action.REENQUEUE)
+# Verdicts applied per transaction: one guarded UPDATE per kind of action covers them.
+ROWS_PER_TRANSACTION = 500
 # Rules whose verdict rests on executors' heartbeats being stale.
 HEARTBEAT_RULES = frozenset({"orphaned", "version_orphaned"})
 
@@ -72,7 +74,7 @@ class Supervisor:
     # -- reading --------------------------------------------------------------------------
     async def snapshot(self) -> Snapshot:
         async with self.pool.acquire() as conn:
-            return await observe(conn, self.schema, self.settings.scan_limit)
+            return await observe(conn, self.schema, self.settings.scan_limit, self.settings.rules)
 
     async def candidates(self) -> tuple[Snapshot, list[Verdict]]:
         snap = await self.snapshot()
@@ -105,36 +107,45 @@ class Supervisor:
 
     # -- acting ---------------------------------------------------------------------------
     async def _act(self, verdict: Verdict, *, dry_run: bool, note: str | None = None) -> Outcome:
+        [outcome] = await self._act_batch([verdict], dry_run=dry_run, note=note)
+        return outcome
+
+    async def _act_batch(
+        self, verdicts: list[Verdict], *, dry_run: bool, note: str | None = None
+    ) -> list[Outcome]:
+        """Apply verdicts in one transaction; one decision log line and metric each."""
         async with self.pool.acquire() as conn:
-            outcome = await apply(
+            outcomes = await apply_batch(
                 conn,
                 self.schema,
-                verdict,
+                verdicts,
                 actor=self.settings.actor,
                 dry_run=dry_run,
                 rules=self.settings.rules,
                 lock_timeout_ms=self.settings.lock_timeout_ms,
                 note=note,
             )
-        action = verdict.action.value if verdict.action else "none"
-        metrics.ACTIONS.labels(rule=verdict.rule, action=action, outcome=outcome.outcome).inc()
-        if outcome.outcome == APPLIED and outcome.dedup_id_released is not None:
-            metrics.DEDUP_RELEASED.labels(rule=verdict.rule).inc()
-        log_line = log.warning if outcome.outcome == "skipped" else log.info
-        log_line(
-            "decision",
-            workflow_id=verdict.workflow_id,
-            rule=verdict.rule,
-            action=action,
-            outcome=outcome.outcome,
-            dry_run=dry_run,
-            dedup_id_released=outcome.dedup_id_released,
-            reason=verdict.reason,
-            outcome_reason=outcome.reason,
-            evidence=verdict.evidence,
-            audit_id=outcome.audit_id,
-        )
-        return outcome
+        for outcome in outcomes:
+            verdict = outcome.verdict
+            action = verdict.action.value if verdict.action else "none"
+            metrics.ACTIONS.labels(rule=verdict.rule, action=action, outcome=outcome.outcome).inc()
+            if outcome.outcome == APPLIED and outcome.dedup_id_released is not None:
+                metrics.DEDUP_RELEASED.labels(rule=verdict.rule).inc()
+            log_line = log.warning if outcome.outcome == "skipped" else log.info
+            log_line(
+                "decision",
+                workflow_id=verdict.workflow_id,
+                rule=verdict.rule,
+                action=action,
+                outcome=outcome.outcome,
+                dry_run=dry_run,
+                dedup_id_released=outcome.dedup_id_released,
+                reason=verdict.reason,
+                outcome_reason=outcome.reason,
+                evidence=verdict.evidence,
+                audit_id=outcome.audit_id,
+            )
+        return outcomes
 
     def _alert(self, verdict: Verdict) -> None:
         key = (verdict.workflow_id, verdict.workflow.updated_at)
@@ -216,15 +227,16 @@ class Supervisor:
                     self._alert(verdict)
             batch = changing[: self.settings.batch_size]
             report.deferred = len(changing) - len(batch)
-            for verdict in batch:
+            for start in range(0, len(batch), ROWS_PER_TRANSACTION):
                 if still_leader is not None and not still_leader():
-                    report.deferred += len(batch) - len(report.outcomes)
+                    report.deferred += len(batch) - start
                     break
-                report.outcomes.append(await self._act(verdict, dry_run=dry))
+                chunk = batch[start : start + ROWS_PER_TRANSACTION]
+                report.outcomes.extend(await self._act_batch(chunk, dry_run=dry))
                 if dry:
                     if len(self._dry_reported) > 100_000:
                         self._dry_reported.clear()
-                    self._dry_reported.add(self._dry_key(verdict))
+                    self._dry_reported.update(self._dry_key(v) for v in chunk)
         except BaseException:
             metrics.SWEEPS.labels(outcome="error").inc()
             raise

@@ -12,9 +12,11 @@ from typing import Any
 import asyncpg
 
 from services.shared.db import connect
-from services.supervisor.actions import _guard_clause, _Params, _set_clause
+from services.supervisor.actions import observed_arrays, update_statement
 from services.supervisor.dbos_schema import DbosSchema, inspect_schema
 from services.supervisor.observe import (
+    ExecutorRow,
+    Prefilter,
     WorkflowRow,
     dead_children_query,
     in_flight_query,
@@ -101,6 +103,20 @@ async def check_plans(conn: asyncpg.Connection, schema: DbosSchema) -> dict[str,
         assert index_names, nodes
         assert "workflow_status_created_at_index" not in index_names, nodes
         results[status] = nodes
+    # The sweep's own reads: the same, narrowed to rows some rule could match.
+    executors = {
+        "exec-1": ExecutorRow("exec-1", "limbo", "0.1.0", 1, 2**62),  # alive
+        "exec-4": ExecutorRow("exec-4", "limbo", "0.1.0", 1, 1),  # long dead
+    }
+    app = "ws.application_name" if schema.has("application_name") else "NULL::text"
+    prefilter = Prefilter(2**61, executors, (), RuleSettings(), app)
+    for status, (sql, params) in (
+        ("PENDING", prefilter.pending()),
+        ("ENQUEUED", prefilter.enqueued()),
+    ):
+        nodes = await plan(conn, in_flight_query(schema, status, sql), 10_001, *params)
+        assert_no_seq_scan(nodes, f"prefiltered {status} scan")
+        results[f"prefiltered {status}"] = nodes
     for name, sql, args in (
         ("dead_children", dead_children_query(schema), (pending,)),
         ("last_step", last_step_query(schema), (pending[:50],)),
@@ -113,14 +129,11 @@ async def check_plans(conn: asyncpg.Connection, schema: DbosSchema) -> dict[str,
         executor_not_holding="exec-4", claimed_at=1, dead_child="wf-201",
         dead_child_status="CANCELLED", last_step_ms=1,
     )  # fmt: skip
-    verdict = _verdict(guard)
-    p = _Params()
-    where = " AND ".join(_guard_clause(schema, verdict, RuleSettings(), p))
-    sets = ", ".join(_set_clause(schema, verdict, p))
-    nodes = await plan(
-        conn, f"UPDATE {schema.workflow_status} ws SET {sets} WHERE {where}", *p.values
-    )
-    assert_no_seq_scan(nodes, "guarded update")
+    verdicts = [_verdict(guard), _verdict(guard)]
+    for dry_run in (False, True):
+        sql = update_statement(schema, Action.FAIL, RuleSettings(), dry_run=dry_run)
+        nodes = await plan(conn, sql, *observed_arrays(verdicts, RuleSettings()))
+        assert_no_seq_scan(nodes, f"guarded update (dry run: {dry_run})")
     return results
 
 

@@ -289,5 +289,23 @@ async def test_a_long_queue_never_hides_a_pending_row_in_limbo(
         report = await sup.sweep()
     finally:
         await sup.pool.close()
-    assert report.truncated
+    # The healthy backlog is not even read: only rows some rule could match are.
+    assert (report.observed, report.truncated) == (1, False)
     assert [(o.verdict.workflow_id, o.outcome) for o in report.outcomes] == [("orphan", "applied")]
+
+
+async def test_more_candidates_than_the_scan_limit_are_flagged_and_taken_in_turn(
+    conn: asyncpg.Connection, database_url: str
+) -> None:
+    await insert_executor(conn, "exec-a", seen_ago_s=60)
+    for i in range(5):
+        await insert_workflow(conn, f"o{i}", created_ago_ms=60_000 + i)
+    sup = await make_supervisor(database_url)
+    sup.settings = sup.settings.__class__(**{**vars(sup.settings), "scan_limit": 3})
+    try:
+        first = await sup.sweep()
+        second = await sup.sweep()
+    finally:
+        await sup.pool.close()
+    assert (first.truncated, len(first.outcomes)) == (True, 3)
+    assert (second.truncated, len(second.outcomes)) == (False, 2)
