@@ -1,0 +1,177 @@
+"""(2) Sweep cost against table size: `workflow_status` at 10k, 100k and 1M rows.
+
+One database grows from 10k to 100k to 1M rows (built with SQL, parents and children with
+their `operation_outputs` rows; history a mix of SUCCESS, ERROR, CANCELLED and dead-lettered).
+At each size two in-flight mixes are measured:
+
+- `issue mix`: 1% of the rows PENDING, 100 of them in limbo (under a dead executor), the rest
+  on live executors; so the pending work grows with the table, 100 -> 1,000 -> 10,000 rows;
+- `fixed in-flight`: the same table with only the 100 in limbo PENDING (the other PENDING
+  rows made SUCCESS for the measurement, then restored): only history grows.
+
+A sweep is timed through the service's own code (`Supervisor.sweep`, the call its loop makes
+as leader): observe the candidates in one snapshot, decide, and act on all 100 (guarded
+re-enqueue + audit row each). The rows are put back in limbo between sweeps (not timed).
+The scan alone (`Supervisor.candidates`: observe + decide, what every idle poll costs) is
+timed too, and EXPLAIN ANALYZE of the PENDING read is recorded at the largest size.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import asyncpg
+
+from bench import limbo_data as data
+from bench.harness import BenchContext
+from bench.results import BenchResult
+from services.shared.dsn import asyncpg_dsn
+from services.supervisor.observe import in_flight_query
+
+NAME = "sweep_cost"
+TITLE = "Sweep cost against workflow_status size (10k, 100k, 1M rows)"
+IN_LIMBO = 100
+
+
+def sizes(ctx: BenchContext) -> tuple[int, ...]:
+    return (2_000, 6_000) if ctx.smoke else (10_000, 100_000, 1_000_000)
+
+
+def repeats(ctx: BenchContext) -> int:
+    return 2 if ctx.smoke else 7
+
+
+def label(size: int) -> str:
+    return f"{size // 1_000_000}M" if size >= 1_000_000 else f"{size // 1_000}k"
+
+
+async def _sweeps(
+    conn: asyncpg.Connection, opened: data.OpenSupervisor, count: int
+) -> tuple[list[float], list[float], int]:
+    sweep_ms: list[float] = []
+    scan_ms: list[float] = []
+    acted = 0
+    for _ in range(count):
+        await data.reset_limbo(conn)
+        await data.refresh_live(conn)
+        started = time.perf_counter()
+        _, verdicts = await opened.supervisor.candidates()
+        scan_ms.append((time.perf_counter() - started) * 1000)
+        if len(verdicts) != IN_LIMBO:
+            raise RuntimeError(f"expected {IN_LIMBO} candidates, the scan found {len(verdicts)}")
+        started = time.perf_counter()
+        report = await opened.supervisor.sweep(repeat_dry_runs=False)
+        sweep_ms.append((time.perf_counter() - started) * 1000)
+        acted = sum(1 for o in report.outcomes if o.outcome == "applied")
+        if acted != IN_LIMBO:
+            raise RuntimeError(f"sweep applied {acted} of {IN_LIMBO}: {report.describe()}")
+    return sweep_ms, scan_ms, acted
+
+
+async def run(ctx: BenchContext) -> BenchResult:
+    result = BenchResult(NAME, TITLE, ctx.size)
+    steps = sizes(ctx)
+    result.params = {
+        "sizes": [label(s) for s in steps],
+        "in_limbo": f"{IN_LIMBO} workflows ({IN_LIMBO // 2} parents + their children)",
+        "pending": "1% of rows (issue mix); only the 100 in limbo (fixed in-flight)",
+        "sweeps_per_point": repeats(ctx),
+        "settings": data.describe_defaults(),
+    }
+    build_s: dict[int, float] = {}
+    async with ctx.database("sweep") as url:
+        conn = await asyncpg.connect(asyncpg_dsn(url))
+        opened = await data.open_supervisor(url)
+        try:
+            await data.register_executors(conn)
+            await data.insert_limbo(conn, IN_LIMBO)
+            history = IN_LIMBO
+            live = 0
+            for size in steps:
+                started = time.perf_counter()
+                # 1% PENDING in all: the 100 in limbo plus live pairs; the rest history.
+                live_target = max(0, size // 100 - IN_LIMBO) // 2 * 2
+                await data.insert_live_pending(conn, live, live_target)
+                live = max(live, live_target)
+                await data.insert_history(conn, history, size - live)
+                history = size - live
+                await conn.execute("ANALYZE dbos.workflow_status")
+                await conn.execute("ANALYZE dbos.operation_outputs")
+                build_s[size] = time.perf_counter() - started
+                rows = await conn.fetchval("SELECT count(*) FROM dbos.workflow_status")
+                pending = IN_LIMBO + live
+
+                sweep_ms, scan_ms, _ = await _sweeps(conn, opened, repeats(ctx))
+                tag = label(size)
+                result.add_samples(
+                    f"sweep_ms_{tag}",
+                    f"sweep at {tag} rows ({pending} PENDING), acting on {IN_LIMBO}",
+                    sweep_ms,
+                    "ms",
+                    headline=size == steps[-1],
+                )
+                result.add_samples(
+                    f"scan_ms_{tag}", f"scan alone at {tag} (issue mix)", scan_ms, "ms"
+                )
+
+                # Fixed in-flight: the live PENDING rows out of the way, then back.
+                await conn.execute(
+                    "UPDATE dbos.workflow_status SET status = 'SUCCESS'"
+                    " WHERE workflow_uuid LIKE 'live-%' AND status = 'PENDING'"
+                )
+                sweep_f, scan_f, _ = await _sweeps(conn, opened, repeats(ctx))
+                await conn.execute(
+                    "UPDATE dbos.workflow_status SET status = 'PENDING'"
+                    " WHERE workflow_uuid LIKE 'live-%' AND status = 'SUCCESS'"
+                )
+                result.add_samples(
+                    f"sweep_fixed_ms_{tag}",
+                    f"sweep at {tag} rows, only the {IN_LIMBO} in limbo PENDING",
+                    sweep_f,
+                    "ms",
+                )
+                result.add_samples(
+                    f"scan_fixed_ms_{tag}", f"scan alone at {tag} (fixed in-flight)", scan_f, "ms"
+                )
+                if rows != size:
+                    result.notes.append(f"size {tag}: built {rows} rows")
+            plan = await conn.fetch(
+                "EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
+                + in_flight_query(opened.supervisor.schema, "PENDING"),
+                opened.supervisor.settings.scan_limit + 1,
+            )
+        finally:
+            await opened.close()
+            await conn.close()
+
+    small, large = label(steps[0]), label(steps[-1])
+    result.ratio(
+        "ratio",
+        f"sweep {large} / {small} (issue mix)",
+        result.value(f"sweep_ms_{large}"),
+        result.value(f"sweep_ms_{small}"),
+    )
+    result.ratio(
+        "ratio_fixed",
+        f"sweep {large} / {small} (fixed in-flight)",
+        result.value(f"sweep_fixed_ms_{large}"),
+        result.value(f"sweep_fixed_ms_{small}"),
+    )
+    result.target(f"sweep_ms_{large}", "<=", 50.0, f"median sweep under 50 ms at {large}")
+    result.target("ratio", "<=", 2.0, f"sweep {large} / {small} at most 2")
+    top = json.loads(plan[0][0])[0] if isinstance(plan[0][0], str) else plan[0][0][0]
+    node = top["Plan"]
+    while node.get("Plans") and node["Node Type"] in ("Limit", "Sort"):
+        node = node["Plans"][0]
+    result.notes.append(
+        f"EXPLAIN ANALYZE of the PENDING read at {large}: {node['Node Type']}"
+        f"{' on ' + node['Index Name'] if 'Index Name' in node else ''}, "
+        f"{top['Execution Time']:.2f} ms, {top['Plan'].get('Actual Rows')} rows."
+    )
+    result.notes.append(
+        "Build (SQL, parents + children + operation_outputs, ANALYZE): "
+        + ", ".join(f"{label(s)} {t:.1f} s" for s, t in build_s.items())
+        + " (not timed in the results)."
+    )
+    return result
