@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from litestar.connection import ASGIConnection
@@ -12,7 +12,7 @@ from litestar.plugins.problem_details import ProblemDetailsException
 
 PUBLIC = "public"  # route opt key: reachable without a token
 
-Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]
+Guard = Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Awaitable[None]]
 
 
 def bearer_guard(token: str | None, realm: str) -> Guard:
@@ -20,7 +20,10 @@ def bearer_guard(token: str | None, realm: str) -> Guard:
     not marked PUBLIC; with no token configured, let everything through."""
     expected = f"Bearer {token}".encode() if token else None
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler) -> None:
+    # async: Litestar runs a synchronous guard in a thread pool, on every request.
+    async def guard(
+        connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
+    ) -> None:
         if expected is None or handler.opt.get(PUBLIC):
             return
         given = connection.headers.get("authorization", "").encode()

@@ -3,17 +3,24 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from services.shared.dsn import asyncpg_dsn
 
 
+def _encode_json(value: Any) -> str:
+    # msgspec: several times faster than json.dumps on the supervisor's audit evidence.
+    return msgspec.json.encode(value).decode()
+
+
 async def _init_connection(conn: asyncpg.Connection) -> None:
-    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
-    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    for kind in ("jsonb", "json"):
+        await conn.set_type_codec(
+            kind, encoder=_encode_json, decoder=msgspec.json.decode, schema="pg_catalog"
+        )
 
 
 async def connect(

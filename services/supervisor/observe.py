@@ -102,6 +102,11 @@ class Snapshot:
     # Latest step start/completion per workflow (epoch ms), for workflows with dead children.
     last_step_ms: Mapping[str, int] = field(default_factory=dict)
     truncated: bool = False
+    # Per-snapshot memo for what rules derive identically for many rows (pure: the snapshot
+    # never changes). Not part of the snapshot's value.
+    memo: dict[tuple[Any, ...], Any] = field(
+        default_factory=dict, compare=False, repr=False, hash=False
+    )
 
 
 def _status_columns(schema: DbosSchema) -> str:

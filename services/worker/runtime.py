@@ -109,6 +109,8 @@ class WorkerRuntime:
         runtime.queue = await DBOS.register_queue_async(
             settings.queue_name,
             worker_concurrency=settings.worker_concurrency,
+            # DBOS's default is 1 s, which caps a worker near concurrency jobs per second.
+            polling_interval_sec=settings.queue_poll_interval,
             on_conflict="always_update",
         )
         runtime.launched = True

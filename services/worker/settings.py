@@ -27,6 +27,7 @@ class WorkerSettings:
     executor_id: str
     queue_name: str
     worker_concurrency: int
+    queue_poll_interval: float
     max_recovery_attempts: int | None
     step_seconds: float
     sleep_seconds: float
@@ -64,6 +65,9 @@ class WorkerSettings:
             executor_id=executor_id,
             queue_name=env.string("WORKER_QUEUE_NAME", "example-queue"),
             worker_concurrency=env.integer("WORKER_CONCURRENCY", 10, minimum=1, maximum=1000),
+            queue_poll_interval=env.number(
+                "WORKER_QUEUE_POLL_INTERVAL", 0.25, minimum=0.01, maximum=60
+            ),
             max_recovery_attempts=env.optional_int("WORKER_MAX_RECOVERY_ATTEMPTS", minimum=0)
             if env.raw("WORKER_MAX_RECOVERY_ATTEMPTS") is not None
             else 2,

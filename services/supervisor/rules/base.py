@@ -142,6 +142,16 @@ def max_attempts_for(
     name = wf.name or ""
     if name in settings.max_recovery_overrides:
         return settings.max_recovery_overrides[name], "settings override"
+    key = ("max_attempts", name, wf.application_version, wf.application_name)
+    if key not in snap.memo:
+        snap.memo[key] = _max_attempts_from_registry(wf, name, snap, settings)
+    result: tuple[int | None, str] = snap.memo[key]
+    return result
+
+
+def _max_attempts_from_registry(
+    wf: WorkflowRow, name: str, snap: Snapshot, settings: RuleSettings
+) -> tuple[int | None, str]:
     published = [entry for entry in snap.registry if entry.workflow_name == name]
     exact = [
         entry

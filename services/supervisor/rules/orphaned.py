@@ -44,13 +44,16 @@ def evaluate(wf: WorkflowRow, snap: Snapshot, settings: RuleSettings) -> Verdict
         why = f"{why} and the claim is {stalled} ms old (unknown executors assumed dead)"
     limit, source = max_attempts_for(wf, snap, settings)
     attempts = wf.recovery_attempts or 0
-    successors = sorted(
-        e.executor_id
-        for e in snap.executors.values()
-        if executor_alive(e, snap, settings)
-        and e.application_version == wf.application_version
-        and same_application(e, wf)
-    )
+    key = ("successors", wf.application_version, wf.application_name)
+    if key not in snap.memo:
+        snap.memo[key] = sorted(
+            e.executor_id
+            for e in snap.executors.values()
+            if executor_alive(e, snap, settings)
+            and e.application_version == wf.application_version
+            and same_application(e, wf)
+        )
+    successors: list[str] = snap.memo[key]
     evidence.update(
         recovery_attempts=attempts,
         max_recovery_attempts=limit,
