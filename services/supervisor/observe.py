@@ -174,14 +174,34 @@ class Prefilter:
     - `orphaned` (PENDING): its executor is known and dead or stopped, or restarted after the
       claim, or (only when unknown executors are assumed dead) unknown and stalled;
     - `version_orphaned`: its version has no live executor of its application;
-    - `dead_child` (PENDING): it has not changed for the stall timeout.
+    - `dead_child` (PENDING): it has not changed for the stall timeout and has a child in
+      MAX_RECOVERY_ATTEMPTS_EXCEEDED or CANCELLED.
     """
 
     now_ms: int
     executors: Mapping[str, ExecutorRow]
     registry: tuple[RegistryEntry, ...]
     settings: RuleSettings
-    app_column: str
+    schema: DbosSchema
+
+    @property
+    def app_column(self) -> str:
+        return "ws.application_name" if self.schema.has("application_name") else "NULL::text"
+
+    def _has_dead_child(self) -> str:
+        """An index probe per row: by parent_workflow_id (3.x) or the parent's steps (2.8)."""
+        dead = "('MAX_RECOVERY_ATTEMPTS_EXCEEDED', 'CANCELLED')"
+        schema = self.schema
+        if schema.has("parent_workflow_id"):
+            return (
+                f"EXISTS (SELECT 1 FROM {schema.workflow_status} c "
+                f"WHERE c.parent_workflow_id = ws.workflow_uuid AND c.status IN {dead})"
+            )
+        return (
+            f"EXISTS (SELECT 1 FROM {schema.operation_outputs} s "
+            f"JOIN {schema.workflow_status} c ON c.workflow_uuid = s.child_workflow_id "
+            f"WHERE s.workflow_uuid = ws.workflow_uuid AND c.status IN {dead} OFFSET 0)"
+        )  # OFFSET 0: probe per row by key, never a hash of all the steps ever recorded
 
     def _live(self) -> list[ExecutorRow]:
         timeout = self.settings.executor_timeout_ms
@@ -229,7 +249,7 @@ class Prefilter:
             f"AS x(id, started) "
             f"WHERE x.id = ws.executor_id AND x.started > {claimed} "
             f"+ {p('tolerance', settings.restart_tolerance_ms, 'bigint')})",
-            f"ws.updated_at < {stall_before}",
+            f"(ws.updated_at < {stall_before} AND {self._has_dead_child()})",
         ]
         if settings.assume_unknown_executors_dead:
             known = p("known", list(self.executors), "text[]")
@@ -388,8 +408,7 @@ async def observe(
             pending = await conn.fetch(in_flight_query(schema, "PENDING"), limit + 1)
             enqueued = await conn.fetch(in_flight_query(schema, "ENQUEUED"), limit + 1)
         else:
-            app_column = "ws.application_name" if schema.has("application_name") else "NULL::text"
-            prefilter = Prefilter(now_ms, executors, registry, settings, app_column)
+            prefilter = Prefilter(now_ms, executors, registry, settings, schema)
             sql, params = prefilter.pending()
             pending = await conn.fetch(in_flight_query(schema, "PENDING", sql), limit + 1, *params)
             sql, params = prefilter.enqueued()

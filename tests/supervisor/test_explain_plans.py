@@ -108,8 +108,7 @@ async def check_plans(conn: asyncpg.Connection, schema: DbosSchema) -> dict[str,
         "exec-1": ExecutorRow("exec-1", "limbo", "0.1.0", 1, 2**62),  # alive
         "exec-4": ExecutorRow("exec-4", "limbo", "0.1.0", 1, 1),  # long dead
     }
-    app = "ws.application_name" if schema.has("application_name") else "NULL::text"
-    prefilter = Prefilter(2**61, executors, (), RuleSettings(), app)
+    prefilter = Prefilter(2**61, executors, (), RuleSettings(), schema)
     for status, (sql, params) in (
         ("PENDING", prefilter.pending()),
         ("ENQUEUED", prefilter.enqueued()),
