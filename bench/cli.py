@@ -24,8 +24,7 @@ from bench.benchmarks import Benchmark, all_benchmarks
 from bench.harness import BenchContext, Size
 from bench.machine import describe, load_average
 from bench.results import BenchResult, Run, render_table
-from services.shared.localpg import start_owned_server
-from tests.support.postgres import TestPostgres
+from tests.support.postgres import start_test_postgres
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 
@@ -41,20 +40,6 @@ def build_parser(names: Sequence[str]) -> argparse.ArgumentParser:
         "--database-url", help="an existing server to use instead of a throwaway one"
     )
     return parser
-
-
-def start_postgres(database_url: str | None) -> TestPostgres:
-    if database_url:
-        pg = TestPostgres(base_url=database_url)
-    else:
-        owned = start_owned_server()
-        pg = TestPostgres(base_url=owned.server.url, owned=owned)
-    try:
-        pg.build_template()
-    except BaseException:
-        pg.close()
-        raise
-    return pg
 
 
 def cross_ratios(results: dict[str, BenchResult]) -> None:
@@ -92,7 +77,7 @@ async def run(size: Size, only: Sequence[str] | None, out: Path, database_url: s
     chosen = [b for b in all_benchmarks() if not only or b.name in only]
     started_at = datetime.now(UTC).isoformat(timespec="seconds")
     clock = time.monotonic()
-    pg = await asyncio.to_thread(start_postgres, database_url)
+    pg = await asyncio.to_thread(start_test_postgres, database_url)
     log_dir = out / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
     for old_log in log_dir.glob("*.log"):  # this run's logs only

@@ -15,7 +15,12 @@ from tests.support.processes import wait_until
 
 
 async def test_random_sigkills_while_200_jobs_run(stacks: StackFactory, database_url: str) -> None:
-    stack = stacks(database_url, WORKER_CONCURRENCY="20").wait_ready()
+    # DBOS's own default of 100 recovery attempts, not the seed's demo value of 2: a job
+    # in flight at three of the kills would otherwise be dead-lettered by DBOS, correctly,
+    # which is the crash-loop scenario's subject, not this one's (no job lost or run twice).
+    stack = stacks(
+        database_url, WORKER_CONCURRENCY="20", WORKER_MAX_RECOVERY_ATTEMPTS="100"
+    ).wait_ready()
     jobs, steps = 200, 3
     ids = []
     for i in range(jobs):

@@ -77,8 +77,9 @@ class TestPostgres:
             self.owned.close()
 
 
-def start_test_postgres() -> TestPostgres:
-    given = os.environ.get("TEST_DATABASE_URL")
+def start_test_postgres(database_url: str | None = None) -> TestPostgres:
+    """`database_url` (default: TEST_DATABASE_URL) when given, else a throwaway server."""
+    given = database_url or os.environ.get("TEST_DATABASE_URL")
     if given:
         pg = TestPostgres(base_url=given)
     else:
