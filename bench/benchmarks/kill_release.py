@@ -27,8 +27,8 @@ import httpx
 from bench.harness import BenchContext, fetch, poll
 from bench.limbo_data import supervisor_defaults
 from bench.results import BenchResult
-from services.shared.localpg import free_port
 from services.worker.settings import WorkerSettings
+from tests.supervisor.support import spawn_supervisor
 from tests.support.worker import TERMINAL, Worker
 
 NAME = "kill_release"
@@ -192,20 +192,11 @@ async def run(ctx: BenchContext) -> BenchResult:
         replacement = await asyncio.to_thread(start, url)
         workers[replacement.proc.env["WORKER_EXECUTOR_ID"]] = replacement
 
-        port = free_port()
-        supervisor = ctx.spawn(
-            "services.supervisor",
-            {
-                "DATABASE_URL": url,
-                "SUPERVISOR_PORT": str(port),
-                "SUPERVISOR_HOST": "127.0.0.1",
-                "LOG_FORMAT": "json",
-                **p.overrides_supervisor,
-            },
-            name="supervisor-kill",
+        supervisor, base = spawn_supervisor(
+            ctx.spawn, url, "supervisor-kill", **p.overrides_supervisor
         )
         up_since = time.monotonic()
-        await asyncio.to_thread(supervisor.wait_http, f"http://127.0.0.1:{port}/readyz", 60.0)
+        await asyncio.to_thread(supervisor.wait_http, f"{base}/readyz", 60.0)
         # The baseline's job is released now too; let it finish (it is not timed).
         await poll(
             lambda: _terminal(url, workflow_id), timeout=120.0, interval=0.1, what="baseline job"

@@ -22,7 +22,7 @@ from bench import limbo_data as data
 from bench.harness import BenchContext
 from bench.results import BenchResult
 from services.shared.dsn import asyncpg_dsn
-from services.shared.localpg import free_port
+from tests.supervisor.support import spawn_supervisor
 
 NAME = "release_throughput"
 TITLE = "Release throughput: 10k workflows in limbo at once"
@@ -77,20 +77,9 @@ async def run(ctx: BenchContext) -> BenchResult:
             await conn.execute("ANALYZE")
 
             # The service, as deployed: leader, past its post-connection grace period.
-            port = free_port()
-            supervisor = ctx.spawn(
-                "services.supervisor",
-                {
-                    "DATABASE_URL": url,
-                    "SUPERVISOR_PORT": str(port),
-                    "SUPERVISOR_HOST": "127.0.0.1",
-                    "LOG_FORMAT": "json",
-                    **grace,
-                },
-                name="supervisor-release",
-            )
+            supervisor, base = spawn_supervisor(ctx.spawn, url, "supervisor-release", **grace)
             up_since = time.monotonic()
-            await asyncio.to_thread(supervisor.wait_http, f"http://127.0.0.1:{port}/readyz", 60.0)
+            await asyncio.to_thread(supervisor.wait_http, f"{base}/readyz", 60.0)
             # It judges heartbeats only an executor timeout after connecting (default 6 s).
             default_timeout = data.supervisor_defaults().rules.executor_timeout_ms / 1000
             timeout_s = float(grace.get("SUPERVISOR_EXECUTOR_TIMEOUT", default_timeout))

@@ -13,7 +13,9 @@ import httpx
 
 from services.shared.db import connect, create_pool
 from services.shared.localpg import free_port
+from services.supervisor.actions import Outcome, apply
 from services.supervisor.dbos_schema import inspect_schema
+from services.supervisor.rules import Verdict
 from services.supervisor.settings import RuleSettings, Settings
 from services.supervisor.sweeper import Supervisor
 from tests.support.processes import ServiceProcess
@@ -226,6 +228,19 @@ async def insert_many_workflows(
         stride_ms,
     )
     return ids
+
+
+async def act(supervisor: Supervisor, verdict: Verdict) -> Outcome:
+    """Apply one verdict now, as the sweep would (guarded, audited as actor `test`)."""
+    async with supervisor.pool.acquire() as conn:
+        return await apply(
+            conn,
+            supervisor.schema,
+            verdict,
+            actor="test",
+            dry_run=False,
+            rules=supervisor.settings.rules,
+        )
 
 
 def db(url: str, action: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:

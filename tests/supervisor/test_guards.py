@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import asyncpg
 
-from services.supervisor.actions import apply
 from services.supervisor.rules import decide
 from services.supervisor.sweeper import Supervisor
 from tests.supervisor.support import (
+    act,
     audit_rows,
     dump_dbos,
     insert_executor,
@@ -35,15 +35,7 @@ async def test_row_dequeued_after_observation_is_skipped(
            WHERE workflow_uuid = 'w'"""
     )
     before = await row(conn, "w")
-    async with supervisor.pool.acquire() as c:
-        outcome = await apply(
-            c,
-            supervisor.schema,
-            verdict,
-            actor="test",
-            dry_run=False,
-            rules=supervisor.settings.rules,
-        )
+    outcome = await act(supervisor, verdict)
     assert outcome.outcome == "skipped"
     assert outcome.dedup_id_released is None
     assert outcome.current is not None
@@ -63,15 +55,7 @@ async def test_executor_revived_after_observation_is_skipped(
     snap = await supervisor.snapshot()
     [verdict] = decide(snap, supervisor.settings.rules)
     await conn.execute("UPDATE limbo.executors SET last_seen_at = now()")  # heartbeat resumes
-    async with supervisor.pool.acquire() as c:
-        outcome = await apply(
-            c,
-            supervisor.schema,
-            verdict,
-            actor="test",
-            dry_run=False,
-            rules=supervisor.settings.rules,
-        )
+    outcome = await act(supervisor, verdict)
     assert outcome.outcome == "skipped"
     assert (await row(conn, "w"))["status"] == "PENDING"
 
@@ -86,15 +70,7 @@ async def test_dead_child_guard_sees_a_new_step(
     [verdict] = decide(snap, supervisor.settings.rules)
     assert verdict.rule == "dead_child"
     await insert_step(conn, "p", 2, ago_ms=0)  # the parent progressed after all
-    async with supervisor.pool.acquire() as c:
-        outcome = await apply(
-            c,
-            supervisor.schema,
-            verdict,
-            actor="test",
-            dry_run=False,
-            rules=supervisor.settings.rules,
-        )
+    outcome = await act(supervisor, verdict)
     assert outcome.outcome == "skipped"
     assert (await row(conn, "p"))["status"] == "PENDING"
 
