@@ -77,16 +77,8 @@ class WorkflowRepository:
                 )
             )
         return WorkflowView(
-            workflow_id=row["workflow_uuid"],
-            name=row["name"],
-            status=row["status"],
-            recovery_attempts=int(row["recovery_attempts"] or 0),
-            executor_id=row["executor_id"],
-            application_version=row["application_version"],
-            dedup_id=row["deduplication_id"],
+            **_summary(row),
             queue=row["queue_name"],
-            created_at=row["created_at"] / 1000.0,
-            updated_at=row["updated_at"] / 1000.0,
             error=_short_error(row["error"]),
             children=[
                 ChildView(
@@ -114,7 +106,12 @@ class WorkflowRepository:
 
 
 def _queued(r: Any) -> QueuedWorkflow:
-    return QueuedWorkflow(
+    return QueuedWorkflow(**_summary(r))
+
+
+def _summary(r: Any) -> dict[str, Any]:
+    """The fields every workflow view shares, from a workflow_status row."""
+    return dict(
         workflow_id=r["workflow_uuid"],
         name=r["name"],
         status=r["status"],

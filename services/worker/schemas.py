@@ -67,21 +67,6 @@ class ChildView(msgspec.Struct):
     steps: list[StepView]
 
 
-class WorkflowView(msgspec.Struct):
-    workflow_id: str
-    name: str
-    status: str
-    recovery_attempts: int
-    executor_id: str | None
-    application_version: str | None
-    dedup_id: str | None
-    queue: str | None
-    created_at: float
-    updated_at: float
-    error: str | None
-    children: list[ChildView]
-
-
 class QueuedWorkflow(msgspec.Struct):
     workflow_id: str
     name: str
@@ -92,6 +77,14 @@ class QueuedWorkflow(msgspec.Struct):
     dedup_id: str | None
     created_at: float
     updated_at: float
+
+
+class WorkflowView(QueuedWorkflow):
+    """A queued workflow's summary, plus its queue, error and children."""
+
+    queue: str | None
+    error: str | None
+    children: list[ChildView]
 
 
 class QueueView(msgspec.Struct):
