@@ -1,7 +1,10 @@
 """`make run`: the stack under supervisord, with a local PostgreSQL when DATABASE_URL is unset.
 
 The local server keeps its data in .data/postgres (it survives restarts) and is stopped
-when supervisord exits, whether by Ctrl-C, SIGTERM or a crash.
+when supervisord exits, whether by Ctrl-C, SIGTERM or a crash. When the `postgres` user
+cannot reach the project folder (a clone in root's home, mode 0700), the cluster lives in a
+directory it can reach instead (/var/lib/limbo/<project>-<digest>/postgres by default) and
+.data/postgres links there; both are said at start.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from types import FrameType
 
 from services.shared.config import ConfigError, Env
 from services.shared.dsn import redact
-from services.shared.localpg import LocalPostgresError, project_server
+from services.shared.localpg import LocalPostgres, LocalPostgresError, locate_project_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "deploy" / "supervisord.conf"
@@ -28,14 +31,18 @@ def main() -> int:
         database_url = env.optional_str("DATABASE_URL")
         if database_url is None:
             port = env.integer("LIMBO_PG_PORT", 54329, minimum=1, maximum=65535)
-            server = project_server(ROOT, port)
+            cluster = locate_project_cluster(ROOT, prepare=True)
+            for note in cluster.notes:
+                print(f"run: {note}", flush=True)
+            server = LocalPostgres(cluster.data_dir, port=port)
+            where = " (.data/postgres links there)" if cluster.relocated else ""
             print(
-                f"run: starting local PostgreSQL in {server.data_dir} on 127.0.0.1:{port}",
+                f"run: starting local PostgreSQL in {server.data_dir}{where} on 127.0.0.1:{port}",
                 flush=True,
             )
             database_url = server.start()
         print(f"run: database {redact(database_url)}", flush=True)
-    except (ConfigError, LocalPostgresError) as exc:
+    except (ConfigError, LocalPostgresError, OSError) as exc:
         print(f"run: {exc}", file=sys.stderr)
         return 2
 

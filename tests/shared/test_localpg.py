@@ -5,8 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import signal
+import stat
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,10 +16,15 @@ from pathlib import Path
 import pytest
 
 from services.shared.localpg import (
+    RELOCATE_ENV,
     LocalPostgres,
     _psql,
     _wheel_bindir,
+    clean_project_cluster,
     free_port,
+    locate_project_cluster,
+    main,
+    project_server,
     scratch_root,
 )
 from tests.support.processes import ROOT, wait_until
@@ -91,3 +98,104 @@ def test_wheel_binaries_serve_when_the_machine_has_none(
         assert "PostgreSQL" in _psql(url, "SELECT version()")
     finally:
         server.stop(mode="immediate")
+
+
+# -- a project the server user cannot reach (a clone in root's home, mode 0700) ---------------
+
+as_root = pytest.mark.skipif(os.geteuid() != 0, reason="the server user is ours only as root")
+
+
+@pytest.fixture
+def private_home() -> Iterator[Path]:
+    """A directory like root's home: mode 0700, so the `postgres` user cannot traverse it."""
+    home = Path(tempfile.mkdtemp(prefix="home-"))
+    yield home
+    shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture
+def relocate_root(data_root: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Where relocated clusters go in these tests (instead of /var/lib/limbo)."""
+    monkeypatch.setenv(RELOCATE_ENV, str(data_root))
+    return data_root
+
+
+@as_root
+def test_an_unreachable_project_keeps_its_cluster_elsewhere_across_restarts(
+    private_home: Path, relocate_root: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    project = private_home / "limbo"
+    # What a start that failed here before this fix left behind: an empty data directory.
+    (project / ".data" / "postgres").mkdir(parents=True)
+    (project / ".data" / "postgres.log").touch()
+    cluster = locate_project_cluster(project, prepare=True)
+    assert cluster.relocated
+    assert cluster.data_dir.is_relative_to(relocate_root)
+    assert cluster.link.is_symlink()
+    assert Path(os.path.realpath(cluster.link)) == cluster.data_dir
+    assert not (project / ".data" / "postgres.log").exists()
+    (note,) = cluster.notes
+    assert str(cluster.data_dir) in note
+    assert "cannot reach" in note
+
+    server = project_server(project, free_port(), prepare=True)
+    assert server.data_dir == cluster.data_dir
+    try:
+        url = server.start()
+        _psql(url, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)")
+        server.stop()
+        again = locate_project_cluster(project, prepare=True)
+        assert again.data_dir == cluster.data_dir
+        assert again.notes == ()  # decided once, reused quietly
+        url = LocalPostgres(again.data_dir, port=server.port).start()
+        assert _psql(url, "SELECT v FROM kept").strip() == "7"
+        assert main(["where", "--project-dir", str(project)]) == 0
+        assert capsys.readouterr().out.strip() == str(cluster.data_dir)
+        assert main(["status", "--project-dir", str(project)]) == 0
+    finally:
+        done = clean_project_cluster(project)
+    assert any("stopped" in line for line in done), done
+    assert not cluster.data_dir.parent.exists()
+    assert not cluster.link.exists()
+    assert not cluster.link.is_symlink()
+    assert os.listdir(private_home) == ["limbo"]  # the home itself was never touched
+    assert stat.S_IMODE(private_home.stat().st_mode) == 0o700
+
+
+@as_root
+def test_a_copied_project_never_shares_the_cluster_and_a_moved_one_keeps_it(
+    private_home: Path, relocate_root: Path
+) -> None:
+    original = private_home / "a"
+    (original / ".data").mkdir(parents=True)
+    first = locate_project_cluster(original, prepare=True)
+    copy = private_home / "b"
+    shutil.copytree(original, copy, symlinks=True)  # the link comes along, as with cp -a
+    copied = locate_project_cluster(copy, prepare=True)
+    assert copied.data_dir != first.data_dir
+    assert "copy of" in copied.notes[0]
+    assert locate_project_cluster(original, prepare=True).data_dir == first.data_dir
+
+    (first.data_dir).mkdir(parents=True)
+    (first.data_dir / "PG_VERSION").write_text("15\n")  # a cluster, as far as we look
+    moved = private_home / "c"
+    original.rename(moved)
+    followed = locate_project_cluster(moved, prepare=True)
+    assert followed.data_dir == first.data_dir
+    assert "moved from" in followed.notes[0]
+    assert clean_project_cluster(moved) == [f"removed {first.data_dir.parent}"]
+    assert clean_project_cluster(copy) == [f"removed {copied.data_dir.parent}"]
+    assert os.listdir(relocate_root) == []
+
+
+def test_clean_leaves_a_cluster_the_user_linked_alone(private_home: Path, data_root: Path) -> None:
+    mine = data_root / "my-own-postgres"
+    mine.mkdir()
+    (mine / "keep").write_text("mine")
+    project = private_home / "limbo"
+    (project / ".data").mkdir(parents=True)
+    (project / ".data" / "postgres").symlink_to(mine)
+    assert locate_project_cluster(project, prepare=True).data_dir == mine
+    (line,) = clean_project_cluster(project)
+    assert "alone" in line
+    assert (mine / "keep").read_text() == "mine"
