@@ -65,6 +65,7 @@ def main() -> int:
         signal.signal(sig, forward)
     try:
         code = supervisord.wait()
+        print(f"run: supervisord exited with status {code}", flush=True)
     finally:
         if server is not None:
             print("run: stopping local PostgreSQL", flush=True)

@@ -14,7 +14,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,8 +32,14 @@ class ServiceProcess:
         *,
         on_start: Callable[[int], None] | None = None,
         on_exit: Callable[[int], None] | None = None,
+        argv: Sequence[str] | None = None,
+        cwd: Path | None = None,
     ) -> None:
+        """`python -m module` from the project, or `argv` (then `module` only names it) from
+        `cwd`."""
         self.module = module
+        self.argv = list(argv) if argv else [sys.executable, "-m", module]
+        self.cwd = cwd or ROOT
         self.env = dict(env)
         self.log_path = log_path
         self._on_start = on_start
@@ -49,9 +55,9 @@ class ServiceProcess:
         env = {**os.environ, **self.env, "PYTHONUNBUFFERED": "1"}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", self.module],
+            self.argv,
             env=env,
-            cwd=ROOT,
+            cwd=self.cwd,
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
