@@ -163,6 +163,13 @@ def test_an_unreachable_project_keeps_its_cluster_elsewhere_across_restarts(
     assert stat.S_IMODE(private_home.stat().st_mode) == 0o700
 
 
+def test_a_reachable_project_keeps_its_cluster_in_data(data_root: Path) -> None:
+    cluster = locate_project_cluster(data_root / "limbo", prepare=True)
+    assert not cluster.relocated
+    assert cluster.data_dir == cluster.link == data_root / "limbo" / ".data" / "postgres"
+    assert cluster.notes == ()
+
+
 @as_root
 def test_a_copied_project_never_shares_the_cluster_and_a_moved_one_keeps_it(
     private_home: Path, relocate_root: Path
