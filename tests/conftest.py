@@ -3,14 +3,14 @@ and real service processes that are always stopped again."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 
 import pytest
 
-from services.shared.localpg import free_port
-from tests.support.postgres import TestPostgres, start_test_postgres
-from tests.support.processes import ServiceProcess
+from testkit.localpg import free_port
+from testkit.postgres import TestPostgres, start_test_postgres
+from testkit.processes import ServiceProcess
 
 Spawn = Callable[..., ServiceProcess]
 
@@ -44,7 +44,12 @@ def spawn(pg: TestPostgres, tmp_path: Path) -> Iterator[Spawn]:
     """Start `python -m MODULE` with an environment; every process is stopped at teardown."""
     started: list[ServiceProcess] = []
 
-    def _spawn(module: str, env: Mapping[str, str], name: str | None = None) -> ServiceProcess:
+    def _spawn(
+        module: str,
+        env: Mapping[str, str],
+        name: str | None = None,
+        argv: Sequence[str] | None = None,
+    ) -> ServiceProcess:
         label = name or f"{module.rsplit('.', 1)[-1]}-{len(started)}"
         proc = ServiceProcess(
             module,
@@ -52,6 +57,7 @@ def spawn(pg: TestPostgres, tmp_path: Path) -> Iterator[Spawn]:
             tmp_path / f"{label}.log",
             on_start=pg.register_child,
             on_exit=pg.unregister_child,
+            argv=argv,
         )
         started.append(proc)
         return proc.start()

@@ -15,25 +15,25 @@ from pathlib import Path
 
 import pytest
 
-from services.shared.localpg import (
+from testkit.localpg import (
     RELOCATE_ENV,
     LocalPostgres,
-    _psql,
     _wheel_bindir,
     clean_project_cluster,
     free_port,
     locate_project_cluster,
     main,
     project_server,
+    psql,
     scratch_root,
     server_bindir,
 )
-from tests.support.processes import ROOT, wait_until
+from testkit.processes import ROOT, wait_until
 
 
 def _answers(url: str) -> bool:
     try:
-        _psql(url, "SELECT 1")
+        psql(url, "SELECT 1")
     except Exception:
         return False
     return True
@@ -52,11 +52,11 @@ def test_project_server_keeps_its_data_across_restarts(data_root: Path) -> None:
     server = LocalPostgres(data_root / "postgres", port=free_port())
     try:
         url = server.start()
-        _psql(url, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)")
+        psql(url, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (42)")
         server.stop()
         assert not _answers(url)
         url = server.start()
-        assert _psql(url, "SELECT v FROM kept").strip() == "42"
+        assert psql(url, "SELECT v FROM kept").strip() == "42"
     finally:
         server.stop(mode="immediate")
 
@@ -64,7 +64,7 @@ def test_project_server_keeps_its_data_across_restarts(data_root: Path) -> None:
 def test_a_killed_owner_leaves_no_server_behind() -> None:
     """SIGKILL the process that owns a throwaway server: its watchdog stops the server."""
     script = (
-        "from services.shared.localpg import start_owned_server\n"
+        "from testkit.localpg import start_owned_server\n"
         "import time\n"
         "s = start_owned_server()\n"
         "print(s.server.url, s.run_dir, flush=True)\n"
@@ -96,7 +96,7 @@ def test_wheel_binaries_serve_when_the_machine_has_none(
     server = LocalPostgres(data_root / "wheel", port=free_port(), durable=False)
     try:
         url = server.start()
-        assert "PostgreSQL" in _psql(url, "SELECT version()")
+        assert "PostgreSQL" in psql(url, "SELECT version()")
     finally:
         server.stop(mode="immediate")
 
@@ -143,13 +143,13 @@ def test_an_unreachable_project_keeps_its_cluster_elsewhere_across_restarts(
     assert server.data_dir == cluster.data_dir
     try:
         url = server.start()
-        _psql(url, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)")
+        psql(url, "CREATE TABLE kept (v int); INSERT INTO kept VALUES (7)")
         server.stop()
         again = locate_project_cluster(project, prepare=True)
         assert again.data_dir == cluster.data_dir
         assert again.notes == ()  # decided once, reused quietly
         url = LocalPostgres(again.data_dir, port=server.port).start()
-        assert _psql(url, "SELECT v FROM kept").strip() == "7"
+        assert psql(url, "SELECT v FROM kept").strip() == "7"
         assert main(["where", "--project-dir", str(project)]) == 0
         assert capsys.readouterr().out.strip() == str(cluster.data_dir)
         assert main(["status", "--project-dir", str(project)]) == 0
@@ -228,6 +228,6 @@ def test_wheel_binaries_the_server_user_cannot_reach_are_mirrored(
     server = LocalPostgres(data_root / "mirrored", port=free_port(), durable=False)
     try:
         url = server.start()
-        assert "PostgreSQL" in _psql(url, "SELECT version()")
+        assert "PostgreSQL" in psql(url, "SELECT version()")
     finally:
         server.stop(mode="immediate")

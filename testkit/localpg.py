@@ -12,7 +12,7 @@ the project's cluster is placed in a directory it can reach (`relocation_root()`
 wheel's, inside the project's .venv) are mirrored there once. Nothing is ever chmod-ed to make
 the user's own directories traversable.
 
-CLI: `python -m services.shared.localpg {start,stop,status,url,where,clean,watchdog}`.
+CLI: `python -m testkit.localpg {start,stop,status,url,where,clean,watchdog}`.
 """
 
 from __future__ import annotations
@@ -369,10 +369,10 @@ class LocalPostgres:
 
     def create_database(self, name: str, template: str | None = None) -> None:
         _wait_connectable(self.admin_url)
-        exists = _psql(self.admin_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
+        exists = psql(self.admin_url, f"SELECT 1 FROM pg_database WHERE datname = '{name}'")
         if exists.strip() != "1":
             suffix = f' TEMPLATE "{template}"' if template else ""
-            _psql(self.admin_url, f'CREATE DATABASE "{name}"{suffix}')
+            psql(self.admin_url, f'CREATE DATABASE "{name}"{suffix}')
 
     def stop(self, mode: str = "fast") -> None:
         if self.initialized() and self.running():
@@ -386,7 +386,7 @@ def _server_group() -> int:
     return pwd.getpwnam(SERVER_USER).pw_gid
 
 
-def _psql(url: str, sql: str) -> str:
+def psql(url: str, sql: str) -> str:
     """One statement through psql (no Python driver needed before the venv exists)."""
     bindir = find_bindir()
     psql = str(bindir / "psql") if bindir and (bindir / "psql").exists() else "psql"
@@ -405,7 +405,7 @@ def _wait_connectable(url: str, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     while True:
         try:
-            _psql(url, "SELECT 1")
+            psql(url, "SELECT 1")
             return
         except LocalPostgresError:
             if time.monotonic() > deadline:
@@ -464,12 +464,12 @@ def start_owned_server(database: str = DEFAULT_DATABASE) -> OwnedServer:
         owned.close()
         raise
     subprocess.Popen(
-        [sys.executable, "-m", "services.shared.localpg", "watchdog", str(run_dir)],
+        [sys.executable, "-m", "testkit.localpg", "watchdog", str(run_dir)],
         start_new_session=True,  # survives a kill of the owner's process group
         stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
-        cwd=str(Path(__file__).resolve().parents[2]),
+        cwd=str(Path(__file__).resolve().parents[1]),
     )
     return owned
 
@@ -683,7 +683,7 @@ def clean_project_cluster(project_dir: Path) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.shared.localpg")
+    parser = argparse.ArgumentParser(prog="python -m testkit.localpg")
     sub = parser.add_subparsers(dest="command", required=True)
     helps = {
         "start": "start the project's local server (placing its cluster first if need be)",

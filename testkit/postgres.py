@@ -12,10 +12,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from services.shared.dsn import with_database
-from services.shared.localpg import OwnedServer, _psql, start_owned_server
+from testkit.localpg import OwnedServer, psql, start_owned_server
 
 TEMPLATE = "limbo_template"
-ROOT = Path(__file__).resolve().parents[2]
+ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -29,8 +29,8 @@ class TestPostgres:
 
     def build_template(self) -> None:
         """A database with DBOS's schema and ours, cloned for every test."""
-        _psql(with_database(self.base_url, "postgres"), f'DROP DATABASE IF EXISTS "{TEMPLATE}"')
-        _psql(with_database(self.base_url, "postgres"), f'CREATE DATABASE "{TEMPLATE}"')
+        psql(with_database(self.base_url, "postgres"), f'DROP DATABASE IF EXISTS "{TEMPLATE}"')
+        psql(with_database(self.base_url, "postgres"), f'CREATE DATABASE "{TEMPLATE}"')
         url = with_database(self.base_url, TEMPLATE)
         subprocess.run(
             [str(Path(sys.executable).parent / "dbos"), "migrate", "-s", url],
@@ -39,7 +39,7 @@ class TestPostgres:
             cwd=ROOT,
         )
         subprocess.run(
-            [sys.executable, "-m", "services.shared.migrate", url],
+            [sys.executable, "-m", "services.migrate", "--demo", url],
             check=True,
             capture_output=True,
             cwd=ROOT,
@@ -48,18 +48,18 @@ class TestPostgres:
     def fresh_database(self, prefix: str = "t") -> str:
         name = f"{prefix}_{os.getpid()}_{next(self._counter)}"
         admin = with_database(self.base_url, "postgres")
-        _psql(admin, f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+        psql(admin, f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
         return with_database(self.base_url, name)
 
     def empty_database(self, prefix: str = "e") -> str:
         name = f"{prefix}_{os.getpid()}_{next(self._counter)}"
-        _psql(with_database(self.base_url, "postgres"), f'CREATE DATABASE "{name}"')
+        psql(with_database(self.base_url, "postgres"), f'CREATE DATABASE "{name}"')
         return with_database(self.base_url, name)
 
     def drop_database(self, url: str) -> None:
         name = url.rsplit("/", 1)[1]
         with contextlib.suppress(Exception):
-            _psql(
+            psql(
                 with_database(self.base_url, "postgres"),
                 f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)',
             )

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import asyncpg
 import httpx
 
 from services.shared.dsn import asyncpg_dsn
-from services.shared.localpg import free_port
-from tests.support.processes import ServiceProcess
+from testkit.localpg import free_port
+from testkit.processes import ServiceProcess
 
 Spawn = Callable[..., ServiceProcess]
 TERMINAL = {"SUCCESS", "ERROR", "CANCELLED", "MAX_RECOVERY_ATTEMPTS_EXCEEDED"}
@@ -23,9 +23,8 @@ def worker_env(database_url: str, port: int, executor_id: str, **overrides: str)
         "WORKER_PORT": str(port),
         "WORKER_HOST": "127.0.0.1",
         "WORKER_EXECUTOR_ID": executor_id,
-        "WORKER_STEP_SECONDS": "0.01",
-        "WORKER_SLEEP_SECONDS": "0.01",
-        "WORKER_HEARTBEAT_INTERVAL": "0.5",
+        "DEMO_STEP_SECONDS": "0.01",
+        "DEMO_SLEEP_SECONDS": "0.01",
         "WORKER_SHUTDOWN_TIMEOUT": "5",
         "LOG_FORMAT": "json",
     }
@@ -83,8 +82,10 @@ def start_worker(
     port: int | None = None,
     name: str | None = None,
     wait: bool = True,
+    env: Mapping[str, str] | None = None,
     **overrides: str,
 ) -> Worker:
+    overrides = {**(env or {}), **overrides}
     port = port or free_port()
     proc = spawn(
         "services.worker",
@@ -107,7 +108,7 @@ async def step_effect_counts(database_url: str, workflow_prefix: str) -> dict[tu
     """How many times each (workflow, step) body ran, for workflows under a parent ID."""
     rows = await fetch(
         database_url,
-        "SELECT workflow_id, step, count(*) AS n FROM limbo.step_effects"
+        "SELECT workflow_id, step, count(*) AS n FROM limbo_demo.step_effects"
         " WHERE workflow_id LIKE $1 GROUP BY workflow_id, step",
         workflow_prefix + "%",
     )

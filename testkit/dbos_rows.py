@@ -1,8 +1,9 @@
-"""Building DBOS states by SQL, and a Supervisor over a test database."""
+"""Building DBOS and liveness states by SQL, and an Operator over a test database."""
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
@@ -11,16 +12,17 @@ from typing import Any
 import asyncpg
 import httpx
 
+from limbo import LOCK_NAMESPACE
 from services.shared.db import connect, create_pool
-from services.shared.localpg import free_port
-from services.supervisor.actions import Outcome, apply
-from services.supervisor.dbos_schema import inspect_schema
-from services.supervisor.rules import Verdict
-from services.supervisor.settings import RuleSettings, Settings
-from services.supervisor.sweeper import Supervisor
-from tests.support.processes import ServiceProcess
-
-NOW_MS = "(extract(epoch FROM now()) * 1000)::bigint"
+from services.supervisor.model import Outcome, Verdict
+from services.supervisor.operating import Operator
+from services.supervisor.rules import RuleSettings
+from services.supervisor.settings import Settings
+from services.supervisor.store.connection import NOW_MS
+from services.supervisor.store.dbos_schema import inspect_schema
+from services.supervisor.store.writes import apply
+from testkit.localpg import free_port
+from testkit.processes import ServiceProcess
 
 
 async def columns(conn: asyncpg.Connection, schema: str = "dbos") -> set[str]:
@@ -105,23 +107,79 @@ async def insert_executor(
     seen_ago_s: float = 0.0,
     started_ago_s: float = 3600.0,
     stopped: bool = False,
+    lost: bool = False,
+    lease_s: float | None = None,
+    grace_s: float = 1.0,
+    running: list[str] | None = None,
+    report_ago_s: float = 0.0,
 ) -> None:
+    """One executor of the liveness contract, built by SQL, in the state a test needs:
+
+    - live (the default): lease valid (one hour unless `lease_s`), its session lock held by
+      `conn` for as long as `conn` stays open;
+    - `seen_ago_s` beyond its lease: expired, dead since its lease ended (`seen_ago_s` ago
+      minus the lease);
+    - `lost`: lease valid but its session lock free, first seen free and last beat
+      `seen_ago_s` ago (dead when that exceeds the grace);
+    - `stopped`: stopped gracefully `seen_ago_s` ago.
+    `running` is its work report (made `report_ago_s` ago); None: it does not report.
+    """
+    if lease_s is None:
+        lease_s = 5.0 if (seen_ago_s > 5.0 and not lost and not stopped) else 3600.0
     await conn.execute(
-        """INSERT INTO limbo.executors (executor_id, application_name, application_version,
-               hostname, pid, incarnation, started_at, last_seen_at, stopped_at)
-           VALUES ($1, $2, $3, 'test', 1, gen_random_uuid(),
-                   now() - make_interval(secs => $4), now() - make_interval(secs => $5),
-                   CASE WHEN $6 THEN now() - make_interval(secs => $5) END)
-           ON CONFLICT (executor_id) DO UPDATE
-           SET application_version = excluded.application_version,
-               started_at = excluded.started_at, last_seen_at = excluded.last_seen_at,
-               stopped_at = excluded.stopped_at""",
+        """INSERT INTO limbo.executors AS e (executor_id, application_name,
+               application_version, hostname, pid, incarnation, sdk, lease_ms, grace_ms,
+               beat_ms, reports_work, running, report_at, started_at, last_seen_at,
+               lease_expires_at, stopped_at, session_lost_seen_at)
+           VALUES ($1, $2, $3, 'test', 1, gen_random_uuid(), 'test', $4::integer,
+                   $5::integer, $6::integer, $7::text[] IS NOT NULL, $7::text[],
+                   CASE WHEN $7::text[] IS NOT NULL
+                        THEN now() - make_interval(secs => $8::float8) END,
+                   now() - make_interval(secs => $9::float8),
+                   now() - make_interval(secs => $10::float8),
+                   CASE WHEN $11::boolean THEN now() - make_interval(secs => $10::float8)
+                        ELSE now() - make_interval(secs => $10::float8)
+                             + $4::integer * interval '1 ms' END,
+                   CASE WHEN $11::boolean THEN now() - make_interval(secs => $10::float8) END,
+                   CASE WHEN $12::boolean THEN now() - make_interval(secs => $10::float8) END)
+           ON CONFLICT (executor_id) DO UPDATE SET
+               incarnation = excluded.incarnation,
+               application_version = excluded.application_version,
+               lease_ms = excluded.lease_ms, grace_ms = excluded.grace_ms,
+               reports_work = excluded.reports_work, running = excluded.running,
+               report_at = excluded.report_at, started_at = excluded.started_at,
+               last_seen_at = excluded.last_seen_at,
+               lease_expires_at = excluded.lease_expires_at,
+               stopped_at = excluded.stopped_at,
+               session_lost_seen_at = excluded.session_lost_seen_at""",
         executor_id,
         app,
         version,
+        round(lease_s * 1000),
+        round(grace_s * 1000),
+        min(250, round(grace_s * 500)),
+        running,
+        report_ago_s,
         started_ago_s,
         seen_ago_s,
         stopped,
+        lost,
+    )
+    live = not (stopped or lost) and seen_ago_s < lease_s
+    if live:
+        await conn.execute(
+            "SELECT pg_advisory_lock($1, lock_key) FROM limbo.executors WHERE executor_id = $2",
+            LOCK_NAMESPACE,
+            executor_id,
+        )
+
+
+async def release_executor_lock(conn: asyncpg.Connection, executor_id: str) -> None:
+    """End a live fixture executor's session lock (as its process dying would)."""
+    await conn.execute(
+        "SELECT pg_advisory_unlock($1, lock_key) FROM limbo.executors WHERE executor_id = $2",
+        LOCK_NAMESPACE,
+        executor_id,
     )
 
 
@@ -171,26 +229,31 @@ async def dump_dbos(conn: asyncpg.Connection, schema: str = "dbos") -> str:
     return "\n".join(parts)
 
 
-def settings_for(url: str, **rules: Any) -> Settings:
+def settings_for(url: str, *, enabled: frozenset[str] | None = None, **rules: Any) -> Settings:
     defaults: dict[str, Any] = {"stall_timeout_ms": 5_000, "version_orphan_after_ms": 5_000}
     return Settings(
         database_url=url,
         actor="test",
-        rules=replace(RuleSettings(), **{**defaults, **rules}),
+        rules=RuleSettings.build(enabled, **{**defaults, **rules}),
     )
 
 
-async def make_supervisor(
-    url: str, *, schema: str = "dbos", settings: Settings | None = None, **rules: Any
-) -> Supervisor:
-    settings = settings or replace(settings_for(url, **rules), dbos_schema=schema)
+async def make_operator(
+    url: str,
+    *,
+    schema: str = "dbos",
+    settings: Settings | None = None,
+    enabled: frozenset[str] | None = None,
+    **rules: Any,
+) -> Operator:
+    settings = settings or replace(settings_for(url, enabled=enabled, **rules), dbos_schema=schema)
     conn = await connect(url, application_name="test")
     try:
         dbos = await inspect_schema(conn, schema)
     finally:
         await conn.close()
     pool = await create_pool(url, application_name="test-supervisor", max_size=2)
-    return Supervisor(pool, dbos, settings)
+    return Operator(pool, dbos, settings)
 
 
 async def insert_many_workflows(
@@ -230,17 +293,10 @@ async def insert_many_workflows(
     return ids
 
 
-async def act(supervisor: Supervisor, verdict: Verdict) -> Outcome:
+async def act(operator: Operator, verdict: Verdict) -> Outcome:
     """Apply one verdict now, as the sweep would (guarded, audited as actor `test`)."""
-    async with supervisor.pool.acquire() as conn:
-        return await apply(
-            conn,
-            supervisor.schema,
-            verdict,
-            actor="test",
-            dry_run=False,
-            rules=supervisor.settings.rules,
-        )
+    async with operator.pool.acquire() as conn:
+        return await apply(conn, operator.schema, verdict, actor="test", dry_run=False)
 
 
 def db(url: str, action: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
@@ -253,7 +309,13 @@ def db(url: str, action: Callable[[asyncpg.Connection], Awaitable[Any]]) -> Any:
         finally:
             await conn.close()
 
-    return asyncio.run(_run())
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(_run())
+    # A loop runs in this thread (Playwright's sync API keeps one): run it on another.
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, _run()).result()
 
 
 def spawn_supervisor(
