@@ -14,7 +14,7 @@ import structlog
 import uvicorn
 
 from services.shared.config import ConfigError
-from services.supervisor.app import create_app
+from services.supervisor.api.app import create_app
 from services.supervisor.settings import load_settings
 
 
@@ -34,7 +34,7 @@ def main() -> int:
 
     app = create_app(settings, on_fatal=on_fatal)
     structlog.get_logger("limbo.supervisor").info(
-        "supervisor starting",
+        "supervisor_starting",
         port=settings.port,
         dry_run=settings.dry_run,
         rules=sorted(settings.rules.enabled),

@@ -32,6 +32,12 @@ class Leadership:
     def role(self) -> str:
         return "leader" if self.is_leader else "standby"
 
+    @property
+    def backend_pid(self) -> int | None:
+        """The server PID of the lock connection (pg_locks names the leader by it)."""
+        conn = self._conn
+        return None if conn is None or conn.is_closed() else conn.get_server_pid()
+
     async def _connection(self) -> asyncpg.Connection:
         if self._conn is None or self._conn.is_closed():
             self._leader = False
@@ -53,12 +59,12 @@ class Leadership:
                 )
                 if acquired:
                     self._leader = True
-                    log.info("leadership acquired", role="leader")
+                    log.info("leadership_acquired", role="leader")
         except BaseException:
             was_leader = self._leader
             await self._drop()
             if was_leader:
-                log.warning("leadership lost", role="standby")
+                log.warning("leadership_lost", role="standby")
             raise
         return self._leader
 

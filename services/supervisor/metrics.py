@@ -1,10 +1,15 @@
-"""Prometheus metrics, prefix `limbo_supervisor_` (HTTP metrics come from Litestar's plugin)."""
+"""Prometheus metrics, prefix `limbo_supervisor_` (HTTP metrics come from Litestar's plugin).
+
+Label values of `rule` come from the registry of rules; `state` from ExecutorState."""
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
 from prometheus_client import Counter, Gauge, Histogram, Info
+
+from services.supervisor.model import ExecutorState
+from services.supervisor.rules import RULE_NAMES
 
 PREFIX = "limbo_supervisor"
 
@@ -19,7 +24,7 @@ CANDIDATES = Gauge(
 )
 ACTIONS = Counter(
     f"{PREFIX}_actions",
-    "Decisions carried out, by rule, action and outcome (applied, skipped, dry_run).",
+    "Decisions carried out, by rule, action and outcome (applied, skipped, dry_run, alerted).",
     ["rule", "action", "outcome"],
 )
 DEDUP_RELEASED = Counter(
@@ -31,9 +36,19 @@ OLDEST_CANDIDATE = Gauge(
 )
 LEADER = Gauge(f"{PREFIX}_leader", "1 while this supervisor holds leadership, else 0.")
 EXECUTORS = Gauge(
-    f"{PREFIX}_executors", "Executors in the heartbeat table, by state (alive, dead).", ["state"]
+    f"{PREFIX}_executors",
+    "Registered executors by liveness state (alive, suspect, lost, expired, stopped).",
+    ["state"],
+)
+EXECUTOR_ID_CONFLICTS = Gauge(
+    f"{PREFIX}_executor_id_conflicts",
+    "Starts refused in the last 15 minutes because a live process held the executor ID.",
+    ["executor_id"],
 )
 DB_ERRORS = Counter(f"{PREFIX}_database_errors", "Database errors met by the supervisor loop.")
+INTERNAL_ERRORS = Counter(
+    f"{PREFIX}_internal_errors", "Unexpected errors (bugs) met by the supervisor loop."
+)
 IN_FLIGHT = Gauge(
     f"{PREFIX}_in_flight_workflows",
     "ENQUEUED or PENDING workflows the last sweep examined: those no cheap check ruled out.",
@@ -48,6 +63,9 @@ def package_version() -> str:
         return "unknown"
 
 
-def reset_candidates(rules: tuple[str, ...]) -> None:
-    for rule in rules:
+def reset(enabled: tuple[str, ...] = RULE_NAMES) -> None:
+    """Every label a dashboard expects, present from the start."""
+    for rule in enabled:
         CANDIDATES.labels(rule=rule).set(0)
+    for state in ExecutorState:
+        EXECUTORS.labels(state=state.value).set(0)

@@ -1,4 +1,8 @@
-"""The supervisor's settings, read once from the environment (ConfigError names the variable)."""
+"""The supervisor's settings, read once from the environment (ConfigError names the variable).
+
+The rules' settings are declared on each rule's own config type (rules/*.py) and on
+`CommonSettings`; `documented_variables()` lists every variable for the README.
+"""
 
 from __future__ import annotations
 
@@ -8,32 +12,14 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from services.shared.config import ConfigError, Env
+from services.shared.config import ConfigError, Env, EnvSetting, load_fields, settings_of
+from services.supervisor.rules import DEFAULT_ENABLED, RULE_NAMES, RULES, RuleSettings
+from services.supervisor.rules.base import CommonSettings
 
-RULE_NAMES: tuple[str, ...] = ("exhausted", "dead_child", "orphaned", "version_orphaned")
-VERSION_POLICIES: tuple[str, ...] = ("alert", "dead_letter", "upgrade")
-# DBOS's own default for `max_recovery_attempts` (decorator argument, not stored anywhere).
-DBOS_DEFAULT_MAX_RECOVERY_ATTEMPTS = 100
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_PREFIX = re.compile(r"^(/[A-Za-z0-9._~-]+)+$")
 
-
-@dataclass(frozen=True)
-class RuleSettings:
-    """Everything the pure rule functions need; no I/O, no environment."""
-
-    enabled: frozenset[str] = frozenset(RULE_NAMES)
-    default_max_recovery_attempts: int | None = DBOS_DEFAULT_MAX_RECOVERY_ATTEMPTS
-    # Per workflow name; None means unlimited. Wins over the published registry.
-    max_recovery_overrides: Mapping[str, int | None] = field(default_factory=dict)
-    executor_timeout_ms: int = 6_000
-    # Executors absent from limbo.executors (apps that do not heartbeat): left alone unless set.
-    assume_unknown_executors_dead: bool = False
-    stall_timeout_ms: int = 60_000
-    version_orphan_after_ms: int = 300_000
-    version_orphan_policy: str = "alert"
-    # A new incarnation of an executor must have started this long after a workflow's claim
-    # before the claim counts as abandoned (tolerates clock skew between hosts).
-    restart_tolerance_ms: int = 2_000
+__all__ = ["RULE_NAMES", "RuleSettings", "Settings", "documented_variables", "load_settings"]
 
 
 @dataclass(frozen=True)
@@ -43,13 +29,22 @@ class Settings:
     port: int = 8001
     host: str = "0.0.0.0"
     poll_interval: float = 1.0
+    # How often the leader checks executors' leases and session locks (cheap), sweeping at
+    # once when one dies: a dead process's work moves within its grace plus this.
+    liveness_poll_interval: float = 0.1
     dry_run: bool = False
     admin_token: str | None = None
+    # The console's path prefix behind a reverse proxy that strips it (e.g. "/ops"); None:
+    # the request's X-Forwarded-Prefix, if any.
+    console_prefix: str | None = None
     batch_size: int = 10_000
     scan_limit: int = 10_000
     lock_timeout_ms: int = 2_000
     actor: str = "supervisor"
     log_level: str = "INFO"
+    # Above this many decisions in one transaction, the log says them in one summary line
+    # (the audit table keeps one row each).
+    log_summary_above: int = 100
     rules: RuleSettings = field(default_factory=RuleSettings)
 
     def __repr__(self) -> str:  # never print the token or the URL's password
@@ -58,37 +53,9 @@ class Settings:
         )
 
 
-def parse_overrides(variable: str, text: str | None) -> dict[str, int | None]:
-    """`name=3,other=none` -> {"name": 3, "other": None}."""
-    overrides: dict[str, int | None] = {}
-    if not text:
-        return overrides
-    for item in text.split(","):
-        item = item.strip()
-        if not item:
-            continue
-        name, sep, value = item.rpartition("=")
-        name, value = name.strip(), value.strip()
-        if not sep or not name:
-            raise ConfigError(variable, f"expected name=N entries, got {item!r}")
-        if value.lower() in {"none", "unlimited"}:
-            overrides[name] = None
-            continue
-        try:
-            parsed = int(value)
-        except ValueError:
-            raise ConfigError(
-                variable, f"{name}: expected an integer or none, got {value!r}"
-            ) from None
-        if parsed < 0:
-            raise ConfigError(variable, f"{name}: must be at least 0, got {parsed}")
-        overrides[name] = parsed
-    return overrides
-
-
-def parse_rules(variable: str, text: str | None) -> frozenset[str]:
+def parse_rules(variable: str, text: str | None, default: frozenset[str]) -> frozenset[str]:
     if text is None:
-        return frozenset(RULE_NAMES)
+        return default
     names = {part.strip() for part in text.split(",") if part.strip()}
     if names & {"none", "off"}:
         return frozenset()
@@ -101,42 +68,18 @@ def parse_rules(variable: str, text: str | None) -> frozenset[str]:
     return frozenset(names)
 
 
-def _ms(seconds: float) -> int:
-    return round(seconds * 1000)
-
-
 def load_rule_settings(env: Env) -> RuleSettings:
-    enabled = parse_rules("SUPERVISOR_RULES", env.raw("SUPERVISOR_RULES"))
-    disabled_raw = env.raw("SUPERVISOR_DISABLED_RULES")
-    disabled = (
-        frozenset()
-        if disabled_raw is None
-        else parse_rules("SUPERVISOR_DISABLED_RULES", disabled_raw)
+    enabled = parse_rules("SUPERVISOR_RULES", env.raw("SUPERVISOR_RULES"), DEFAULT_ENABLED)
+    enabled |= parse_rules(
+        "SUPERVISOR_ENABLE_RULES", env.raw("SUPERVISOR_ENABLE_RULES"), frozenset()
+    )
+    enabled -= parse_rules(
+        "SUPERVISOR_DISABLED_RULES", env.raw("SUPERVISOR_DISABLED_RULES"), frozenset()
     )
     return RuleSettings(
-        enabled=enabled - disabled,
-        default_max_recovery_attempts=env.optional_int(
-            "SUPERVISOR_DEFAULT_MAX_RECOVERY_ATTEMPTS", minimum=0
-        )
-        if env.raw("SUPERVISOR_DEFAULT_MAX_RECOVERY_ATTEMPTS") is not None
-        else DBOS_DEFAULT_MAX_RECOVERY_ATTEMPTS,
-        max_recovery_overrides=parse_overrides(
-            "SUPERVISOR_MAX_RECOVERY_ATTEMPTS", env.raw("SUPERVISOR_MAX_RECOVERY_ATTEMPTS")
-        ),
-        executor_timeout_ms=_ms(
-            env.number("SUPERVISOR_EXECUTOR_TIMEOUT", 6.0, minimum=0.5, maximum=86_400)
-        ),
-        assume_unknown_executors_dead=env.flag("SUPERVISOR_ASSUME_UNKNOWN_EXECUTORS_DEAD", False),
-        stall_timeout_ms=_ms(env.number("SUPERVISOR_STALL_TIMEOUT", 60.0, minimum=0.5)),
-        version_orphan_after_ms=_ms(
-            env.number("SUPERVISOR_VERSION_ORPHAN_AFTER", 300.0, minimum=0.0)
-        ),
-        version_orphan_policy=env.choice(
-            "SUPERVISOR_VERSION_ORPHAN_POLICY", "alert", VERSION_POLICIES
-        ),
-        restart_tolerance_ms=_ms(
-            env.number("SUPERVISOR_RESTART_TOLERANCE", 2.0, minimum=0.0, maximum=3600)
-        ),
+        enabled=enabled,
+        common=load_fields(CommonSettings, env),
+        configs={rule.name: load_fields(rule.config_type, env) for rule in RULES},
     )
 
 
@@ -155,12 +98,39 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         port=env.integer("SUPERVISOR_PORT", 8001, minimum=1, maximum=65535),
         host=env.string("SUPERVISOR_HOST", "0.0.0.0"),
         poll_interval=env.number("SUPERVISOR_POLL_INTERVAL", 1.0, minimum=0.05, maximum=3600),
+        liveness_poll_interval=env.number(
+            "SUPERVISOR_LIVENESS_POLL_INTERVAL", 0.1, minimum=0.02, maximum=60
+        ),
         dry_run=env.flag("SUPERVISOR_DRY_RUN", False),
         admin_token=env.optional_str("SUPERVISOR_ADMIN_TOKEN"),
+        console_prefix=_console_prefix(env.optional_str("SUPERVISOR_CONSOLE_PREFIX")),
         batch_size=env.integer("SUPERVISOR_BATCH_SIZE", 10_000, minimum=1, maximum=100_000),
         scan_limit=env.integer("SUPERVISOR_SCAN_LIMIT", 10_000, minimum=1, maximum=1_000_000),
-        lock_timeout_ms=_ms(env.number("SUPERVISOR_LOCK_TIMEOUT", 2.0, minimum=0.05)),
+        lock_timeout_ms=round(env.number("SUPERVISOR_LOCK_TIMEOUT", 2.0, minimum=0.05) * 1000),
         actor=env.string("SUPERVISOR_ACTOR", f"supervisor@{socket.gethostname()}:{os.getpid()}"),
         log_level=log_level,
+        log_summary_above=env.integer("SUPERVISOR_LOG_SUMMARY_ABOVE", 100, minimum=1),
         rules=load_rule_settings(env),
     )
+
+
+def _console_prefix(value: str | None) -> str | None:
+    if value is None or value.strip("/") == "":
+        return None
+    prefix = "/" + value.strip("/")
+    if not _PREFIX.match(prefix):
+        raise ConfigError(
+            "SUPERVISOR_CONSOLE_PREFIX",
+            f"must be a plain URL path such as /ops/limbo, got {value!r}",
+        )
+    return prefix
+
+
+def documented_variables() -> dict[str, EnvSetting]:
+    """Every variable a rule (or CommonSettings) reads, once each, in registry order."""
+    found: dict[str, EnvSetting] = {}
+    classes: list[type] = [CommonSettings, *(rule.config_type for rule in RULES)]
+    for cls in classes:
+        for _, meta, _ in settings_of(cls):
+            found.setdefault(meta.variable, meta)
+    return found

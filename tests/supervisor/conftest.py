@@ -1,4 +1,4 @@
-"""Fixtures for the supervisor's tests: a connection and a Supervisor on a fresh database."""
+"""Fixtures for the supervisor's tests: a connection and an Operator on a fresh database."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ import asyncpg
 import pytest
 
 from services.shared.db import connect
-from services.supervisor.sweeper import Supervisor
-from tests.supervisor.support import make_supervisor
+from services.supervisor.operating import Operator
+from testkit.dbos_rows import make_operator
 
 
 @pytest.fixture
@@ -22,9 +22,9 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-async def supervisor(database_url: str) -> AsyncIterator[Supervisor]:
-    sup = await make_supervisor(database_url)
+async def operator(database_url: str) -> AsyncIterator[Operator]:
+    op = await make_operator(database_url)
     try:
-        yield sup
+        yield op
     finally:
-        await sup.pool.close()
+        await op.pool.close()

@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 
 from services.supervisor import cli
-from tests.supervisor.support import audit_rows, db, insert_executor, insert_workflow, row
-from tests.support.postgres import ROOT
+from testkit.dbos_rows import audit_rows, db, insert_executor, insert_workflow, row
+from testkit.postgres import ROOT
 
 
 def run(url: str | None, *args: str) -> tuple[int, str]:
@@ -23,7 +23,7 @@ def run(url: str | None, *args: str) -> tuple[int, str]:
 
 async def orphan_state(conn: asyncpg.Connection) -> None:
     await insert_executor(conn, "exec-a", seen_ago_s=60)
-    await insert_workflow(conn, "orphan", dedup="job-1")
+    await insert_workflow(conn, "orphan", dedup="job-1", updated_ago_ms=90_000)
 
 
 def test_scan_exit_codes_and_json(database_url: str) -> None:
@@ -53,6 +53,7 @@ def test_explain_matches_and_explains_non_matches(database_url: str) -> None:
         "exhausted",
         "dead_child",
         "orphaned",
+        "stalled",
         "version_orphaned",
     ]
     assert all(r["reason"] for r in data["rules"])
@@ -110,13 +111,13 @@ def test_usage_and_config_errors_exit_2(
     monkeypatch.delenv("DATABASE_URL", raising=False)
     assert run(None, "scan")[0] == 2
     assert "DATABASE_URL" in capsys.readouterr().err
-    monkeypatch.setenv("SUPERVISOR_EXECUTOR_TIMEOUT", "soon")
+    monkeypatch.setenv("SUPERVISOR_REPORT_GRACE", "soon")
     assert run(database_url, "scan")[0] == 2
-    assert "SUPERVISOR_EXECUTOR_TIMEOUT" in capsys.readouterr().err
+    assert "SUPERVISOR_REPORT_GRACE" in capsys.readouterr().err
 
 
 def test_unreachable_database_exits_3(capsys: pytest.CaptureFixture[str]) -> None:
-    from services.shared.localpg import free_port
+    from testkit.localpg import free_port
 
     url = f"postgresql://postgres:hunter2@127.0.0.1:{free_port()}/nowhere"
     assert run(url, "scan")[0] == 3

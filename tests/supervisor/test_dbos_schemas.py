@@ -8,19 +8,24 @@ from pathlib import Path
 import asyncpg
 import pytest
 
+from limbo import migrate_contract
 from services.shared.db import connect
-from services.shared.schema import migrate
-from services.supervisor.dbos_schema import IncompatibleSchema, SchemaNotReady, inspect_schema
-from tests.supervisor.support import (
+from services.supervisor.store.audit import migrate_audit
+from services.supervisor.store.dbos_schema import (
+    IncompatibleSchema,
+    SchemaNotReady,
+    inspect_schema,
+)
+from testkit.dbos_rows import (
     audit_rows,
     insert_executor,
     insert_step,
     insert_workflow,
-    make_supervisor,
+    make_operator,
     publish,
     row,
 )
-from tests.support.postgres import TestPostgres
+from testkit.postgres import TestPostgres
 
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "dbos-2.8.0-schema.sql"
 
@@ -34,7 +39,8 @@ async def load_dbos_28(url: str) -> None:
         await conn.close()
     conn = await connect(url, application_name="test-fixture")
     try:
-        await migrate(conn)
+        await migrate_contract(conn)
+        await migrate_audit(conn)
     finally:
         await conn.close()
 
@@ -50,7 +56,8 @@ async def url_28(pg: TestPostgres) -> AsyncIterator[str]:
 
 
 async def test_inspects_3x_and_28(database_url: str, url_28: str) -> None:
-    for url, flavor, has_parent in ((database_url, "3.x", True), (url_28, "2.x", False)):
+    cases = ((database_url, "3.x", True, 125), (url_28, "2.x", False, None))
+    for url, flavor, has_parent, migration in cases:
         conn = await connect(url, application_name="test")
         try:
             schema = await inspect_schema(conn, "dbos")
@@ -60,11 +67,12 @@ async def test_inspects_3x_and_28(database_url: str, url_28: str) -> None:
         assert schema.has("parent_workflow_id") is has_parent
         assert schema.has("completed_at") is has_parent
         assert schema.has("owner_xid")
+        assert schema.migration_version == migration
 
 
 async def test_rules_act_on_a_dbos_28_database(url_28: str) -> None:
     conn = await connect(url_28, application_name="test")
-    sup = await make_supervisor(url_28)
+    sup = await make_operator(url_28)
     try:
         await publish(conn, "dbos_workflow", 2)
         await insert_executor(conn, "exp22-executor-1")  # alive, polling forever (the seed)
@@ -80,7 +88,7 @@ async def test_rules_act_on_a_dbos_28_database(url_28: str) -> None:
         )  # fmt: skip
         await insert_step(conn, "fe5f", 1, child="fe5f-1", ago_ms=61_000)
         await insert_workflow(conn, "exh", attempts=9, dedup="x")
-        await insert_workflow(conn, "orphan", executor_id="gone", dedup="o")
+        await insert_workflow(conn, "orphan", executor_id="gone", dedup="o", updated_ago_ms=90_000)
 
         report = await sup.sweep()
 

@@ -17,9 +17,9 @@ from typing import Any
 import httpx
 import pytest
 
+from testkit.dbos_rows import spawn_supervisor
+from testkit.worker import fetch, start_worker
 from tests.conftest import Spawn
-from tests.supervisor.support import spawn_supervisor
-from tests.support.worker import fetch, start_worker
 
 pytestmark = pytest.mark.slow
 
@@ -49,7 +49,7 @@ def status_of(url: str, workflow_id: str) -> dict[str, Any]:
 
 
 def test_orphaned_takeover_with_real_workers(database_url: str, spawn: Spawn) -> None:
-    a = start_worker(spawn, database_url, "exec-a", WORKER_CHAOS="1")
+    a = start_worker(spawn, database_url, "exec-a", DEMO_CHAOS="1")
     job = a.enqueue(
         children=2,
         steps=3,
@@ -90,8 +90,8 @@ def test_orphaned_takeover_with_real_workers(database_url: str, spawn: Spawn) ->
 
 def test_no_false_positive_while_workflows_progress(database_url: str, spawn: Spawn) -> None:
     workers = [
-        start_worker(spawn, database_url, "exec-1", WORKER_STEP_SECONDS="0.05"),
-        start_worker(spawn, database_url, "exec-2", WORKER_STEP_SECONDS="0.05"),
+        start_worker(spawn, database_url, "exec-1", DEMO_STEP_SECONDS="0.05"),
+        start_worker(spawn, database_url, "exec-2", DEMO_STEP_SECONDS="0.05"),
     ]
     base = start_supervisor(
         spawn,

@@ -12,21 +12,29 @@ from typing import Any
 import asyncpg
 
 from services.shared.db import connect
-from services.supervisor.actions import observed_arrays, update_statement
-from services.supervisor.dbos_schema import DbosSchema, inspect_schema
-from services.supervisor.observe import (
+from services.supervisor.model import (
+    Action,
     ExecutorRow,
-    Prefilter,
+    ExecutorState,
+    Snapshot,
+    Status,
+    Verdict,
     WorkflowRow,
-    dead_children_query,
-    in_flight_query,
-    last_step_query,
-    one_workflow_query,
 )
-from services.supervisor.rules import Action, Guard, Verdict
-from services.supervisor.settings import RuleSettings
+from services.supervisor.model.schema import DbosSchema
+from services.supervisor.rules import RULES, RuleSettings, manual
+from services.supervisor.rules.base import PrefilterContext
+from services.supervisor.store.dbos_schema import inspect_schema
+from services.supervisor.store.reads import (
+    dead_children_query,
+    executor_progress_query,
+    in_flight_query,
+    one_workflow_query,
+    prefilter_for,
+)
+from services.supervisor.store.writes import observed_arrays, update_statement
+from testkit.postgres import TestPostgres
 from tests.supervisor.test_dbos_schemas import load_dbos_28
-from tests.support.postgres import TestPostgres
 
 ROWS = 200_000
 IN_FLIGHT_EVERY = 100  # 1%
@@ -87,15 +95,25 @@ def assert_no_seq_scan(nodes: list[tuple[str, str | None, str | None]], what: st
     assert not seq, f"{what}: sequential scan in {nodes}"
 
 
-def _verdict(guard: Guard) -> Verdict:
+SAMPLES = {"text": "wf-201", "bigint": 1, "boolean": False}
+EVERY_RULE = RuleSettings.build({rule.name for rule in RULES})
+
+
+def _verdicts(rule: object, action: Action) -> list[Verdict]:
     wf = WorkflowRow("wf-200", "PENDING", "job", "exec-4", "0.1.0", 1, "q-2", None, 1, 1)
-    return Verdict("orphaned", wf, True, "test", Action.DEAD_LETTER, guard=guard)
+    columns = getattr(rule, "guard_columns", ())
+    guard = {c.name: SAMPLES[c.sql_type] for c in columns}
+    name = getattr(rule, "name", "")
+    verdict = Verdict(
+        name, wf, True, "test", action, guard=guard, target_version="0.2.0", error_message="m"
+    )
+    return [verdict, verdict]
 
 
 async def check_plans(conn: asyncpg.Connection, schema: DbosSchema) -> dict[str, Any]:
     pending = [f"wf-{i}" for i in range(200, ROWS + 1, 200)]
     results: dict[str, Any] = {}
-    for status in ("PENDING", "ENQUEUED"):
+    for status in (Status.PENDING, Status.ENQUEUED):
         nodes = await plan(conn, in_flight_query(schema, status), 10_001)
         assert_no_seq_scan(nodes, f"{status} scan")
         index_names = {n[2] for n in nodes if n[2]}
@@ -103,36 +121,37 @@ async def check_plans(conn: asyncpg.Connection, schema: DbosSchema) -> dict[str,
         assert index_names, nodes
         assert "workflow_status_created_at_index" not in index_names, nodes
         results[status] = nodes
-    # The sweep's own reads: the same, narrowed to rows some rule could match.
+    # The sweep's own reads: the same, narrowed to rows some rule (all enabled) could match.
     executors = {
-        "exec-1": ExecutorRow("exec-1", "limbo", "0.1.0", 1, 2**62),  # alive
-        "exec-4": ExecutorRow("exec-4", "limbo", "0.1.0", 1, 1),  # long dead
+        "exec-1": ExecutorRow("exec-1", "limbo", "0.1.0", ExecutorState.ALIVE, running=frozenset()),
+        "exec-4": ExecutorRow("exec-4", "limbo", "0.1.0", ExecutorState.LOST, dead_since_ms=1),
     }
-    prefilter = Prefilter(2**61, executors, (), RuleSettings(), schema)
-    for status, (sql, params) in (
-        ("PENDING", prefilter.pending()),
-        ("ENQUEUED", prefilter.enqueued()),
-    ):
+    ctx = PrefilterContext(2**41, Snapshot(2**41, executors=executors), schema)
+    for status in (Status.PENDING, Status.ENQUEUED):
+        narrowed = prefilter_for(status, ctx, EVERY_RULE)
+        assert narrowed is not None
+        sql, params = narrowed
         nodes = await plan(conn, in_flight_query(schema, status, sql), 10_001, *params)
         assert_no_seq_scan(nodes, f"prefiltered {status} scan")
         results[f"prefiltered {status}"] = nodes
     for name, sql, args in (
         ("dead_children", dead_children_query(schema), (pending,)),
-        ("last_step", last_step_query(schema), (pending[:50],)),
+        ("executor_progress", executor_progress_query(schema), (["exec-4"],)),
         ("one", one_workflow_query(schema), ("wf-200",)),
     ):
         nodes = await plan(conn, sql, *args)
         assert_no_seq_scan(nodes, name)
         results[name] = nodes
-    guard = Guard(
-        executor_not_holding="exec-4", claimed_at=1, dead_child="wf-201",
-        dead_child_status="CANCELLED", last_step_ms=1,
-    )  # fmt: skip
-    verdicts = [_verdict(guard), _verdict(guard)]
-    for dry_run in (False, True):
-        sql = update_statement(schema, Action.FAIL, RuleSettings(), dry_run=dry_run)
-        nodes = await plan(conn, sql, *observed_arrays(verdicts, RuleSettings()))
-        assert_no_seq_scan(nodes, f"guarded update (dry run: {dry_run})")
+    # Every rule's guarded UPDATE (and its dry run), for every action it takes.
+    for rule in (*RULES, manual.RULE):
+        for action in sorted(rule.actions):
+            if not action.changes_row:
+                continue
+            verdicts = _verdicts(rule, action)
+            for dry_run in (False, True):
+                sql = update_statement(schema, rule, action, dry_run=dry_run)
+                nodes = await plan(conn, sql, *observed_arrays(rule, verdicts))
+                assert_no_seq_scan(nodes, f"{rule.name} {action} (dry run: {dry_run})")
     return results
 
 
@@ -142,10 +161,10 @@ async def test_sweep_queries_use_indexes_on_dbos_34(database_url: str) -> None:
         await fill(conn, has_parent=True)
         schema = await inspect_schema(conn, "dbos")
         results = await check_plans(conn, schema)
-        names = {n[2] for n in results["PENDING"] if n[2]}
+        names = {n[2] for n in results[Status.PENDING] if n[2]}
         assert names & {"idx_workflow_status_in_flight_v2", "idx_workflow_status_pending"}
-        names = {n[2] for n in results["ENQUEUED"] if n[2]}
-        assert "idx_workflow_status_in_flight_v2" in names, results["ENQUEUED"]
+        names = {n[2] for n in results[Status.ENQUEUED] if n[2]}
+        assert "idx_workflow_status_in_flight_v2" in names, results[Status.ENQUEUED]
     finally:
         await conn.close()
 
@@ -159,7 +178,7 @@ async def test_sweep_queries_use_indexes_on_dbos_28(pg: TestPostgres) -> None:
             await fill(conn, has_parent=False)
             schema = await inspect_schema(conn, "dbos")
             results = await check_plans(conn, schema)
-            for status in ("PENDING", "ENQUEUED"):
+            for status in (Status.PENDING, Status.ENQUEUED):
                 names = {n[2] for n in results[status]}
                 assert "workflow_status_status_index" in names, results[status]
         finally:

@@ -2,31 +2,32 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import asyncpg
 
-from services.supervisor.rules import decide
-from services.supervisor.sweeper import Supervisor
-from tests.supervisor.support import (
+from services.supervisor.operating import Operator
+from testkit.dbos_rows import (
     act,
     audit_rows,
     dump_dbos,
     insert_executor,
     insert_step,
     insert_workflow,
-    make_supervisor,
+    make_operator,
     publish,
     row,
+    settings_for,
 )
 
 
 async def test_row_dequeued_after_observation_is_skipped(
-    conn: asyncpg.Connection, supervisor: Supervisor
+    conn: asyncpg.Connection, operator: Operator
 ) -> None:
     await insert_executor(conn, "exec-a", seen_ago_s=30)
     await insert_executor(conn, "exec-b")
-    await insert_workflow(conn, "w", dedup="d")
-    snap = await supervisor.snapshot()
-    [verdict] = decide(snap, supervisor.settings.rules)
+    await insert_workflow(conn, "w", dedup="d", updated_ago_ms=40_000)
+    [verdict] = (await operator.candidates()).verdicts
     assert verdict.rule == "orphaned"
     # Meanwhile DBOS's dequeue claims the row for exec-b (what a racing re-enqueue leads to).
     await conn.execute(
@@ -35,7 +36,7 @@ async def test_row_dequeued_after_observation_is_skipped(
            WHERE workflow_uuid = 'w'"""
     )
     before = await row(conn, "w")
-    outcome = await act(supervisor, verdict)
+    outcome = await act(operator, verdict)
     assert outcome.outcome == "skipped"
     assert outcome.dedup_id_released is None
     assert outcome.current is not None
@@ -47,30 +48,70 @@ async def test_row_dequeued_after_observation_is_skipped(
 
 
 async def test_executor_revived_after_observation_is_skipped(
-    conn: asyncpg.Connection, supervisor: Supervisor
+    conn: asyncpg.Connection, operator: Operator
 ) -> None:
-    """The guard carries the liveness the decision assumed, checked in the UPDATE itself."""
+    """The guard carries the liveness the decision assumed, checked in the UPDATE itself:
+    a new incarnation of the executor registered in between (its lock held, lease valid)."""
     await insert_executor(conn, "exec-a", seen_ago_s=30)
-    await insert_workflow(conn, "w", dedup="d")
-    snap = await supervisor.snapshot()
-    [verdict] = decide(snap, supervisor.settings.rules)
-    await conn.execute("UPDATE limbo.executors SET last_seen_at = now()")  # heartbeat resumes
-    outcome = await act(supervisor, verdict)
+    await insert_workflow(conn, "w", dedup="d", updated_ago_ms=40_000)
+    [verdict] = (await operator.candidates()).verdicts
+    await insert_executor(conn, "exec-a")  # a new incarnation, alive
+    outcome = await act(operator, verdict)
     assert outcome.outcome == "skipped"
     assert (await row(conn, "w"))["status"] == "PENDING"
 
 
+async def test_a_checkpoint_made_after_observation_vetoes_the_handover(
+    conn: asyncpg.Connection, operator: Operator
+) -> None:
+    """The executor looks dead, yet the row progresses: evidence of life, restated at the
+    write ("no checkpoint newer than the one observed")."""
+    await insert_executor(conn, "exec-a", seen_ago_s=30)
+    await insert_workflow(conn, "w", dedup="d", updated_ago_ms=40_000)
+    await insert_step(conn, "w", 1, ago_ms=35_000)
+    [verdict] = (await operator.candidates()).verdicts
+    await insert_step(conn, "w", 2, ago_ms=0)
+    assert (await act(operator, verdict)).outcome == "skipped"
+    assert (await row(conn, "w"))["status"] == "PENDING"
+
+
+async def test_the_executor_progressing_elsewhere_vetoes_the_handover(
+    conn: asyncpg.Connection, operator: Operator
+) -> None:
+    """Another of the executor's PENDING rows gets a step after the observation."""
+    await insert_executor(conn, "exec-a", seen_ago_s=30)
+    await insert_workflow(conn, "w", dedup="d", updated_ago_ms=40_000)
+    await insert_workflow(conn, "w2", dedup="e", updated_ago_ms=40_000)
+    verdicts = (await operator.candidates()).verdicts
+    assert {v.workflow_id for v in verdicts} == {"w", "w2"}
+    await insert_step(conn, "w2", 1, ago_ms=0)
+    outcomes = [await act(operator, v) for v in verdicts if v.workflow_id == "w"]
+    assert [o.outcome for o in outcomes] == ["skipped"]
+
+
+async def test_a_row_a_live_executor_reports_running_is_never_touched(
+    conn: asyncpg.Connection, operator: Operator
+) -> None:
+    await insert_executor(conn, "exec-a", seen_ago_s=30)
+    await insert_workflow(conn, "w", dedup="d", updated_ago_ms=40_000)
+    [verdict] = (await operator.candidates()).verdicts
+    await insert_executor(conn, "exec-b", running=["w"])  # it runs "w" now, per its report
+    assert (await act(operator, verdict)).outcome == "skipped"
+    assert (await operator.candidates()).verdicts == []
+
+
 async def test_dead_child_guard_sees_a_new_step(
-    conn: asyncpg.Connection, supervisor: Supervisor
+    conn: asyncpg.Connection, operator: Operator
 ) -> None:
     await insert_workflow(conn, "p", updated_ago_ms=60_000)
-    await insert_workflow(conn, "p-1", status="CANCELLED", queue=None, updated_ago_ms=60_000)
+    await insert_workflow(
+        conn, "p-1", status="CANCELLED", queue=None, updated_ago_ms=60_000, parent="p"
+    )
     await insert_step(conn, "p", 1, child="p-1", ago_ms=60_000)
-    snap = await supervisor.snapshot()
-    [verdict] = decide(snap, supervisor.settings.rules)
+    [verdict] = (await operator.candidates()).verdicts
     assert verdict.rule == "dead_child"
     await insert_step(conn, "p", 2, ago_ms=0)  # the parent progressed after all
-    outcome = await act(supervisor, verdict)
+    outcome = await act(operator, verdict)
     assert outcome.outcome == "skipped"
     assert (await row(conn, "p"))["status"] == "PENDING"
 
@@ -79,9 +120,10 @@ async def test_row_locked_by_another_transaction_is_skipped_not_waited_for(
     conn: asyncpg.Connection, database_url: str
 ) -> None:
     await insert_executor(conn, "exec-a", seen_ago_s=30)
-    await insert_workflow(conn, "w")
-    sup = await make_supervisor(database_url)
-    sup.settings = sup.settings.__class__(**{**vars(sup.settings), "lock_timeout_ms": 100})
+    await insert_workflow(conn, "w", updated_ago_ms=40_000)
+    sup = await make_operator(
+        database_url, settings=replace(settings_for(database_url), lock_timeout_ms=100)
+    )
     try:
         async with conn.transaction():
             await conn.execute(
@@ -102,16 +144,20 @@ async def test_dry_run_changes_nothing_in_dbos_tables(
     await publish(conn, "dbos_workflow", 2)
     await insert_executor(conn, "exec-a", seen_ago_s=30)
     await insert_executor(conn, "old", version="0.0.9", stopped=True, seen_ago_s=600)
-    await insert_workflow(conn, "exhausted", attempts=5, dedup="a")
-    await insert_workflow(conn, "orphan", dedup="b")
-    await insert_workflow(conn, "p", executor_id="exec-a", attempts=3, dedup="c")
-    await insert_workflow(conn, "p-1", status="CANCELLED", queue=None, updated_ago_ms=60_000)
+    await insert_workflow(conn, "exhausted", attempts=5, dedup="a", updated_ago_ms=40_000)
+    await insert_workflow(conn, "orphan", dedup="b", updated_ago_ms=40_000)
+    await insert_workflow(
+        conn, "p", executor_id="exec-a", attempts=3, dedup="c", updated_ago_ms=40_000
+    )
+    await insert_workflow(
+        conn, "p-1", status="CANCELLED", queue=None, updated_ago_ms=60_000, parent="p"
+    )
     await insert_step(conn, "p", 1, child="p-1")
     await insert_workflow(
         conn, "old-q", status="ENQUEUED", executor_id=None, version="0.0.9", attempts=0
     )
-    sup = await make_supervisor(database_url, version_orphan_policy="dead_letter")
-    sup.settings = sup.settings.__class__(**{**vars(sup.settings), "dry_run": True})
+    settings = settings_for(database_url, version_orphan_policy="dead_letter")
+    sup = await make_operator(database_url, settings=replace(settings, dry_run=True))
     before = await dump_dbos(conn)
     try:
         report = await sup.sweep()
@@ -130,11 +176,11 @@ async def test_dry_run_changes_nothing_in_dbos_tables(
 
 
 async def test_per_call_dry_run_overrides_settings(
-    conn: asyncpg.Connection, supervisor: Supervisor
+    conn: asyncpg.Connection, operator: Operator
 ) -> None:
     await insert_executor(conn, "exec-a", seen_ago_s=30)
-    await insert_workflow(conn, "w")
+    await insert_workflow(conn, "w", updated_ago_ms=40_000)
     before = await dump_dbos(conn)
-    report = await supervisor.sweep(dry_run=True)
+    report = await operator.sweep(dry_run=True)
     assert report.dry_run
     assert await dump_dbos(conn) == before

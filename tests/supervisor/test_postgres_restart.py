@@ -26,9 +26,7 @@ from typing import Any
 import asyncpg
 import httpx
 
-from services.shared.localpg import start_owned_server
-from tests.conftest import Spawn
-from tests.supervisor.support import (
+from testkit.dbos_rows import (
     db,
     insert_executor,
     insert_many_workflows,
@@ -36,8 +34,10 @@ from tests.supervisor.support import (
     publish,
     spawn_supervisor,
 )
-from tests.support.postgres import TestPostgres
-from tests.support.processes import ServiceProcess, wait_until
+from testkit.localpg import start_owned_server
+from testkit.postgres import TestPostgres
+from testkit.processes import ServiceProcess, wait_until
+from tests.conftest import Spawn
 
 EACH = 1500  # rows per rule: 3000 candidates
 BATCH = 50  # rows acted on per sweep: about 60 sweeps to release them all
@@ -229,7 +229,7 @@ def test_postgres_restarted_during_sweeps(spawn: Spawn) -> None:
         assert metric_sum(base, "limbo_supervisor_database_errors_total") >= 2
         assert proc.stop(timeout=15) == 0
         lines = proc.json_lines()
-        assert sum(line.get("event") == "database unavailable" for line in lines) >= 2
+        assert sum(line.get("event") == "database_unavailable" for line in lines) >= 2
         decisions = [line for line in lines if line.get("event") == "decision"]
         # Acts are sequential: an outage can cut at most one acknowledgement short (the
         # change committed, the process never heard), and nothing is decided twice.

@@ -4,15 +4,16 @@ metrics, JSON decision logs, database outages, refusal of bad config and schemas
 from __future__ import annotations
 
 import signal
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import asyncpg
 import httpx
 
 from services.shared.dsn import with_database
-from services.shared.localpg import _psql
-from tests.conftest import Spawn
-from tests.supervisor.support import (
+from testkit.dbos_rows import (
     audit_rows,
     db,
     insert_executor,
@@ -20,8 +21,11 @@ from tests.supervisor.support import (
     row,
     spawn_supervisor,
 )
-from tests.support.postgres import TEMPLATE, TestPostgres
-from tests.support.processes import ServiceProcess, wait_until
+from testkit.executors import HeldExecutor
+from testkit.localpg import psql
+from testkit.postgres import TEMPLATE, TestPostgres
+from testkit.processes import ServiceProcess, wait_until
+from tests.conftest import Spawn
 
 POLL = 0.3
 
@@ -50,7 +54,7 @@ def test_one_leader_acts_and_standby_takes_over_after_sigkill(
 
     async def orphan(conn: asyncpg.Connection) -> None:
         await insert_executor(conn, "exec-a", seen_ago_s=60)
-        await insert_workflow(conn, "o1", dedup="d1")
+        await insert_workflow(conn, "o1", dedup="d1", updated_ago_ms=90_000)
 
     db(database_url, orphan)
     wait_until(
@@ -71,7 +75,7 @@ def test_one_leader_acts_and_standby_takes_over_after_sigkill(
     takeover = time.monotonic() - killed_at
     assert takeover < 2 * POLL + 1.0, takeover  # within about one poll (plus process noise)
 
-    db(database_url, lambda c: insert_workflow(c, "o2", dedup="d2"))
+    db(database_url, lambda c: insert_workflow(c, "o2", dedup="d2", updated_ago_ms=90_000))
     wait_until(
         lambda: db(database_url, lambda c: row(c, "o2"))["status"] == "ENQUEUED", 10, what="o2"
     )
@@ -107,43 +111,45 @@ def test_admin_api_requires_the_token(database_url: str, spawn: Spawn) -> None:
     assert httpx.get(f"{url_admin}/admin/candidates", headers=wrong).status_code == 401
     auth = {"Authorization": "Bearer s3cret"}
 
-    async def state(conn: asyncpg.Connection) -> None:
-        await insert_executor(conn, "exec-live")
-        await insert_workflow(conn, "live", executor_id="exec-live", dedup="L")
-
-    db(database_url, state)
-    candidates = httpx.get(f"{url_admin}/admin/candidates", headers=auth)
-    assert candidates.status_code == 200
-    assert candidates.json()["candidates"] == []
-    explained = httpx.get(f"{url_admin}/admin/workflows/live", headers=auth).json()
-    assert explained["decision"] is None
-    assert "alive" in explained["rules"][2]["reason"]
-    assert httpx.get(f"{url_admin}/admin/workflows/nope", headers=auth).status_code == 404
-    sweep = httpx.post(f"{url_admin}/admin/sweeps", json={"dry_run": True}, headers=auth)
-    assert sweep.status_code == 200
-    assert sweep.json()["dry_run"] is True
-    refused = httpx.post(
-        f"{url_admin}/admin/workflows/live/release", json={"reason": "r"}, headers=auth
-    )
-    assert refused.status_code == 409
-    released = httpx.post(
-        f"{url_admin}/admin/workflows/live/release",
-        json={"reason": "ticket 7", "force": True, "action": "cancel"},
-        headers=auth,
-    )
-    assert released.status_code == 200, released.text
-    assert (released.json()["outcome"], released.json()["dedup_id_released"]) == ("applied", "L")
-    assert db(database_url, lambda c: row(c, "live"))["status"] == "CANCELLED"
-    audit = httpx.get(
-        f"{url_admin}/admin/audit", params={"workflow_id": "live", "limit": 1}, headers=auth
-    ).json()
-    assert [(e["rule"], e["action"], e["reason"]) for e in audit["entries"]] == [
-        ("manual", "cancel", "ticket 7")
-    ]
-    schema = httpx.get(f"{url_admin}/schema/openapi.json").json()
-    assert "/admin/candidates" in schema["paths"]
-    assert "SUPERVISOR_ADMIN_TOKEN" in schema["info"]["description"]
-    assert "/admin/candidates" not in httpx.get(f"{url_plain}/schema/openapi.json").json()["paths"]
+    with HeldExecutor(database_url, "exec-live"):
+        db(database_url, lambda c: insert_workflow(c, "live", executor_id="exec-live", dedup="L"))
+        candidates = httpx.get(f"{url_admin}/admin/candidates", headers=auth)
+        assert candidates.status_code == 200
+        assert candidates.json()["candidates"] == []
+        explained = httpx.get(f"{url_admin}/admin/workflows/live", headers=auth).json()
+        assert explained["decision"] is None
+        assert "alive" in explained["rules"][2]["reason"]
+        assert httpx.get(f"{url_admin}/admin/workflows/nope", headers=auth).status_code == 404
+        sweep = httpx.post(f"{url_admin}/admin/sweeps", json={"dry_run": True}, headers=auth)
+        assert sweep.status_code == 200
+        assert sweep.json()["dry_run"] is True
+        refused = httpx.post(
+            f"{url_admin}/admin/workflows/live/release", json={"reason": "r"}, headers=auth
+        )
+        assert refused.status_code == 409
+        released = httpx.post(
+            f"{url_admin}/admin/workflows/live/release",
+            json={"reason": "ticket 7", "force": True, "action": "cancel"},
+            headers=auth,
+        )
+        assert released.status_code == 200, released.text
+        assert (released.json()["outcome"], released.json()["dedup_id_released"]) == (
+            "applied",
+            "L",
+        )
+        assert db(database_url, lambda c: row(c, "live"))["status"] == "CANCELLED"
+        audit = httpx.get(
+            f"{url_admin}/admin/audit", params={"workflow_id": "live", "limit": 1}, headers=auth
+        ).json()
+        assert [(e["rule"], e["action"], e["reason"]) for e in audit["entries"]] == [
+            ("manual", "cancel", "ticket 7")
+        ]
+        schema = httpx.get(f"{url_admin}/schema/openapi.json").json()
+        assert "/admin/candidates" in schema["paths"]
+        assert "SUPERVISOR_ADMIN_TOKEN" in schema["info"]["description"]
+        assert (
+            "/admin/candidates" not in httpx.get(f"{url_plain}/schema/openapi.json").json()["paths"]
+        )
 
 
 def test_metrics(database_url: str, spawn: Spawn) -> None:
@@ -151,7 +157,7 @@ def test_metrics(database_url: str, spawn: Spawn) -> None:
     proc.wait_http(f"{base}/readyz")
     wait_until(lambda: role(base) == "leader", 10, what="leader")
     db(database_url, lambda c: insert_executor(c, "exec-a", seen_ago_s=60))
-    db(database_url, lambda c: insert_workflow(c, "o", dedup="d"))
+    db(database_url, lambda c: insert_workflow(c, "o", dedup="d", updated_ago_ms=90_000))
     wait_until(lambda: db(database_url, lambda c: row(c, "o"))["status"] == "ENQUEUED", 10)
     text = httpx.get(f"{base}/metrics").text
     for needle in (
@@ -159,7 +165,8 @@ def test_metrics(database_url: str, spawn: Spawn) -> None:
         'limbo_supervisor_sweeps_total{outcome="ok"}',
         "limbo_supervisor_sweep_duration_seconds_bucket",
         'limbo_supervisor_actions_total{action="reenqueue",outcome="applied",rule="orphaned"} 1.0',
-        'limbo_supervisor_executors{state="dead"} 1.0',
+        'limbo_supervisor_executors{state="expired"} 1.0',
+        'limbo_supervisor_executors{state="alive"} 0.0',
         "limbo_supervisor_candidates{rule=",
         "limbo_supervisor_oldest_candidate_age_seconds",
         "limbo_supervisor_database_errors_total",
@@ -178,7 +185,7 @@ def test_database_outage_reports_not_ready_and_resumes(
     proc, base = start(spawn, url, "late")
     response = proc.wait_http(f"{base}/readyz", status=503)
     assert response.json()["status"] == "not_ready"
-    _psql(with_database(pg.base_url, "postgres"), f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
+    psql(with_database(pg.base_url, "postgres"), f'CREATE DATABASE "{name}" TEMPLATE "{TEMPLATE}"')
     try:
         proc.wait_http(f"{base}/readyz", timeout=40)
         wait_until(lambda: role(base) == "leader", 10, what="leader")
@@ -191,10 +198,10 @@ def test_database_outage_reports_not_ready_and_resumes(
             ),
         )
         db(url, lambda c: insert_executor(c, "exec-a", seen_ago_s=60))
-        db(url, lambda c: insert_workflow(c, "o", dedup="d"))
+        db(url, lambda c: insert_workflow(c, "o", dedup="d", updated_ago_ms=90_000))
         wait_until(lambda: db(url, lambda c: row(c, "o"))["status"] == "ENQUEUED", 40)
         assert proc.alive()
-        assert any(line.get("event") == "database unavailable" for line in proc.json_lines())
+        assert any(line.get("event") == "database_unavailable" for line in proc.json_lines())
     finally:
         proc.stop(timeout=15)
         pg.drop_database(url)
@@ -227,7 +234,7 @@ def test_incompatible_schema_is_refused(database_url: str, spawn: Spawn) -> None
 
 def test_dry_run_service_changes_nothing(database_url: str, spawn: Spawn) -> None:
     db(database_url, lambda c: insert_executor(c, "exec-a", seen_ago_s=60))
-    db(database_url, lambda c: insert_workflow(c, "o", dedup="d"))
+    db(database_url, lambda c: insert_workflow(c, "o", dedup="d", updated_ago_ms=90_000))
     proc, base = start(spawn, database_url, "dry", SUPERVISOR_DRY_RUN="1")
     proc.wait_http(f"{base}/readyz")
     assert httpx.get(f"{base}/readyz").json()["dry_run"] is True
@@ -235,3 +242,29 @@ def test_dry_run_service_changes_nothing(database_url: str, spawn: Spawn) -> Non
     time.sleep(5 * POLL)  # several more sweeps: the same decision is not audited again
     assert db(database_url, lambda c: row(c, "o"))["status"] == "PENDING"
     assert [a["outcome"] for a in db(database_url, audit_rows)] == ["dry_run"]
+
+
+def test_the_supervisor_creates_its_tables_and_never_the_demos(
+    pg: TestPostgres, spawn: Spawn
+) -> None:
+    """Beside a user's app: a database DBOS made, none of ours yet. The supervisor creates
+    the liveness contract and its audit trail, and nothing of the demo job."""
+    url = pg.empty_database("users")
+    try:
+        subprocess.run(
+            [str(Path(sys.executable).parent / "dbos"), "migrate", "-s", url],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        proc, base = start(spawn, url, "users-app")
+        proc.wait_http(f"{base}/readyz", timeout=40)
+        schemas = db(url, lambda c: c.fetch("SELECT nspname FROM pg_namespace"))
+        names = {r["nspname"] for r in schemas}
+        assert "limbo" in names
+        assert "limbo_demo" not in names
+        migrated = db(url, lambda c: c.fetch("SELECT DISTINCT component FROM limbo.migrations"))
+        assert {r["component"] for r in migrated} == {"contract", "supervisor"}
+        proc.stop(timeout=15)
+    finally:
+        pg.drop_database(url)

@@ -5,19 +5,21 @@ from __future__ import annotations
 
 import base64
 import pickle
+from dataclasses import replace
 
 import asyncpg
 import pytest
 
-from services.supervisor.sweeper import Supervisor
-from tests.supervisor.support import (
+from services.supervisor.operating import Operator
+from testkit.dbos_rows import (
     audit_rows,
     insert_executor,
     insert_step,
     insert_workflow,
-    make_supervisor,
+    make_operator,
     publish,
     row,
+    settings_for,
 )
 
 
@@ -56,14 +58,14 @@ async def test_control_without_supervisor_the_row_stays_stuck(conn: asyncpg.Conn
 
 
 async def test_exhausted_dead_letters_like_dbos(
-    conn: asyncpg.Connection, supervisor: Supervisor
+    conn: asyncpg.Connection, operator: Operator
 ) -> None:
     await publish(conn, "dbos_workflow", 2)
     await insert_executor(conn, "exec-a")  # alive: exhausted does not depend on it
     await insert_workflow(conn, "parent", attempts=4, dedup="6/5")
     assert await dedup_taken(conn, "6/5")
 
-    report = await supervisor.sweep()
+    report = await operator.sweep()
 
     [outcome] = report.outcomes
     assert (outcome.verdict.rule, outcome.outcome) == ("exhausted", "applied")
@@ -86,14 +88,16 @@ async def test_exhausted_dead_letters_like_dbos(
 
 
 async def test_orphaned_hands_over_to_the_queue(
-    conn: asyncpg.Connection, supervisor: Supervisor
+    conn: asyncpg.Connection, operator: Operator
 ) -> None:
     await insert_executor(conn, "exec-a", seen_ago_s=30)  # SIGKILLed 30 s ago
     await insert_executor(conn, "exec-b")  # its replacement, alive
-    await insert_workflow(conn, "orphan", attempts=1, dedup="job-1", executor_id="exec-a")
+    await insert_workflow(
+        conn, "orphan", attempts=1, dedup="job-1", executor_id="exec-a", updated_ago_ms=40_000
+    )
     await insert_workflow(conn, "running", attempts=1, dedup="job-2", executor_id="exec-b")
 
-    report = await supervisor.sweep()
+    report = await operator.sweep()
 
     assert [(o.verdict.workflow_id, o.outcome) for o in report.outcomes] == [("orphan", "applied")]
     after = await row(conn, "orphan")
@@ -115,22 +119,22 @@ async def test_orphaned_hands_over_to_the_queue(
 
 
 async def test_orphaned_without_queue_goes_to_dbos_internal_queue(
-    conn: asyncpg.Connection, supervisor: Supervisor
+    conn: asyncpg.Connection, operator: Operator
 ) -> None:
     await insert_executor(conn, "exec-a", stopped=True, seen_ago_s=1)
-    await insert_workflow(conn, "direct", queue=None)
-    await supervisor.sweep()
+    await insert_workflow(conn, "direct", queue=None, updated_ago_ms=5_000)
+    await operator.sweep()
     after = await row(conn, "direct")
     assert (after["status"], after["queue_name"]) == ("ENQUEUED", "_dbos_internal_queue")
 
 
 async def test_orphaned_without_attempts_left_is_dead_lettered(
-    conn: asyncpg.Connection, supervisor: Supervisor
+    conn: asyncpg.Connection, operator: Operator
 ) -> None:
     await publish(conn, "dbos_workflow", 2)
     await insert_executor(conn, "exec-a", seen_ago_s=30)
-    await insert_workflow(conn, "last", attempts=3, dedup="j")
-    await supervisor.sweep()
+    await insert_workflow(conn, "last", attempts=3, dedup="j", updated_ago_ms=40_000)
+    await operator.sweep()
     after = await row(conn, "last")
     assert (after["status"], after["deduplication_id"]) == ("MAX_RECOVERY_ATTEMPTS_EXCEEDED", None)
     [audit] = await audit_rows(conn, "last")
@@ -142,16 +146,16 @@ async def test_orphaned_without_attempts_left_is_dead_lettered(
 
 
 async def test_orphaned_leaves_unknown_executors_alone(
-    conn: asyncpg.Connection, supervisor: Supervisor
+    conn: asyncpg.Connection, operator: Operator
 ) -> None:
     await insert_workflow(conn, "foreign", executor_id="local", updated_ago_ms=3_600_000)
-    report = await supervisor.sweep()
+    report = await operator.sweep()
     assert report.outcomes == []
     assert (await row(conn, "foreign"))["status"] == "PENDING"
 
 
 async def test_dead_child_fails_the_parent_and_releases_its_dedup(
-    conn: asyncpg.Connection, supervisor: Supervisor
+    conn: asyncpg.Connection, operator: Operator
 ) -> None:
     await insert_executor(conn, "exec-a")  # the parent's process is alive, polling forever
     await insert_workflow(conn, "p", attempts=2, dedup="6/5", updated_ago_ms=60_000)
@@ -162,7 +166,7 @@ async def test_dead_child_fails_the_parent_and_releases_its_dedup(
     await insert_step(conn, "p", 1, child="p-1", ago_ms=55_000)
     assert await dedup_taken(conn, "6/5")
 
-    await supervisor.sweep()
+    await operator.sweep()
 
     after = await row(conn, "p")
     assert after["status"] == "ERROR"
@@ -181,7 +185,7 @@ async def test_dead_child_fails_the_parent_and_releases_its_dedup(
 
 
 async def test_dead_child_waits_while_the_parent_progresses(
-    conn: asyncpg.Connection, supervisor: Supervisor
+    conn: asyncpg.Connection, operator: Operator
 ) -> None:
     await insert_executor(conn, "exec-a")
     await insert_workflow(conn, "p", updated_ago_ms=60_000)
@@ -190,7 +194,7 @@ async def test_dead_child_waits_while_the_parent_progresses(
     )
     await insert_step(conn, "p", 1, child="p-1", ago_ms=55_000)
     await insert_step(conn, "p", 2, ago_ms=500)  # a step just ran
-    assert (await supervisor.sweep()).outcomes == []
+    assert (await operator.sweep()).outcomes == []
     assert (await row(conn, "p"))["status"] == "PENDING"
 
 
@@ -215,7 +219,7 @@ async def test_version_orphaned_policies(
     await insert_workflow(
         conn, "queued", status="ENQUEUED", executor_id=None, attempts=0, dedup="v-1"
     )
-    sup = await make_supervisor(database_url, version_orphan_policy=policy)
+    sup = await make_operator(database_url, version_orphan_policy=policy)
     try:
         report = await sup.sweep()
     finally:
@@ -239,11 +243,15 @@ async def test_version_orphaned_policies(
 async def test_upgrade_reenqueues_pending_rows(conn: asyncpg.Connection, database_url: str) -> None:
     await insert_executor(conn, "old", version="0.1.0", stopped=True, seen_ago_s=60)
     await insert_executor(conn, "new", version="0.2.0", started_ago_s=120)
-    await insert_workflow(conn, "was-running", executor_id="old", dedup="u")
-    sup = await make_supervisor(
-        database_url, version_orphan_policy="upgrade", enabled=frozenset({"version_orphaned"})
+    await insert_workflow(conn, "was-running", executor_id="old", dedup="u", updated_ago_ms=90_000)
+    sup = await make_operator(
+        database_url,
+        version_orphan_policy="upgrade",
+        enabled=frozenset({"orphaned", "version_orphaned"}),
     )
     try:
+        # orphaned re-enqueues it (its holder stopped), then its version is upgraded.
+        await sup.sweep()
         await sup.sweep()
     finally:
         await sup.pool.close()
@@ -258,9 +266,12 @@ async def test_upgrade_reenqueues_pending_rows(conn: asyncpg.Connection, databas
 async def test_sweep_acts_in_bounded_batches(conn: asyncpg.Connection, database_url: str) -> None:
     await insert_executor(conn, "exec-a", seen_ago_s=60)
     for i in range(5):
-        await insert_workflow(conn, f"o{i}", created_ago_ms=60_000 + 1_000 * i)
-    sup = await make_supervisor(database_url)
-    sup.settings = sup.settings.__class__(**{**vars(sup.settings), "batch_size": 2})
+        await insert_workflow(
+            conn, f"o{i}", created_ago_ms=120_000 + 1_000 * i, updated_ago_ms=90_000
+        )
+    sup = await make_operator(
+        database_url, settings=replace(settings_for(database_url), batch_size=2)
+    )
     try:
         first = await sup.sweep()
         assert (len(first.outcomes), first.deferred) == (2, 3)
@@ -282,9 +293,10 @@ async def test_a_long_queue_never_hides_a_pending_row_in_limbo(
             conn, f"q{i}", status="ENQUEUED", executor_id=None, attempts=0,
             created_ago_ms=3_600_000 + i,
         )  # fmt: skip
-    await insert_workflow(conn, "orphan", created_ago_ms=1_000)
-    sup = await make_supervisor(database_url)
-    sup.settings = sup.settings.__class__(**{**vars(sup.settings), "scan_limit": 3})
+    await insert_workflow(conn, "orphan", created_ago_ms=100_000, updated_ago_ms=90_000)
+    sup = await make_operator(
+        database_url, settings=replace(settings_for(database_url), scan_limit=3)
+    )
     try:
         report = await sup.sweep()
     finally:
@@ -299,9 +311,10 @@ async def test_more_candidates_than_the_scan_limit_are_flagged_and_taken_in_turn
 ) -> None:
     await insert_executor(conn, "exec-a", seen_ago_s=60)
     for i in range(5):
-        await insert_workflow(conn, f"o{i}", created_ago_ms=60_000 + i)
-    sup = await make_supervisor(database_url)
-    sup.settings = sup.settings.__class__(**{**vars(sup.settings), "scan_limit": 3})
+        await insert_workflow(conn, f"o{i}", created_ago_ms=120_000 + i, updated_ago_ms=90_000)
+    sup = await make_operator(
+        database_url, settings=replace(settings_for(database_url), scan_limit=3)
+    )
     try:
         first = await sup.sweep()
         second = await sup.sweep()

@@ -1,177 +1,173 @@
-"""What every rule shares: the verdict type, the actions, and the liveness reading.
+"""What a rule is: one module declaring its name, settings, the statuses and signals it
+reads, its pure predicate, and the SQL that finds its candidates and guards its action.
 
-Rules are pure: a rule is a function of one observed workflow, the snapshot it was read in,
-and the settings. No I/O, no clock: time is the snapshot's database time.
+- `evaluate(wf, snap, common, config)` is the judge: pure, no I/O, no clock (time is the
+  snapshot's database time).
+- `prefilter(status, p, ctx, common, config)` is an SQL condition over the row `ws` that
+  every row `evaluate` could match satisfies (tests/supervisor/test_rule_properties.py
+  checks it on generated snapshots). It only spares the judge rows that cannot match.
+- `guard(schema)` is an SQL condition over `ws` (the row now) and `o` (what the verdict
+  observed and assumed, one column per `guard_columns` entry, filled from
+  `Verdict.guard`) that the UPDATE's WHERE clause adds to the store's restatement of the
+  observed row: what the decision assumed still holds at the instant of the write.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar
 
-from services.supervisor.observe import ExecutorRow, Snapshot, WorkflowRow
-from services.supervisor.settings import RuleSettings
+from services.shared.config import env_field
+from services.supervisor.model import Action, Snapshot, Status, Verdict, WorkflowRow
+from services.supervisor.model.schema import DbosSchema
 
+C = TypeVar("C")
 
-class Action(StrEnum):
-    # status MAX_RECOVERY_ATTEMPTS_EXCEEDED, dedup ID and queue released (DBOS's dead-letter)
-    DEAD_LETTER = "dead_letter"
-    # back to ENQUEUED, dedup ID and attempts kept (DBOS 3.x recovery)
-    REENQUEUE = "reenqueue"
-    # status ERROR with a message, dedup ID released (what DBOS 2.12+ does for a dead child)
-    FAIL = "fail"
-    # application_version moved to the newest live version (PENDING rows also re-enqueued)
-    UPGRADE = "upgrade"
-    # status CANCELLED, dedup ID and queue released (DBOS's cancel; operators only)
-    CANCEL = "cancel"
-    # nothing changes: metric and log only
-    ALERT = "alert"
+DBOS_DEFAULT_MAX_RECOVERY_ATTEMPTS = 100  # a decorator default in code, never stored
 
 
-# Actions that free the deduplication ID the workflow holds.
-RELEASES_DEDUP = frozenset({Action.DEAD_LETTER, Action.FAIL, Action.CANCEL})
+class Signal(StrEnum):
+    """What a rule reads beyond the workflow row; the store reads only what enabled rules need."""
+
+    EXECUTORS = "executors"  # limbo.executor_liveness
+    REGISTRY = "registry"  # limbo.workflow_registry (max_recovery_attempts)
+    CHECKPOINTS = "checkpoints"  # each row's latest step (operation_outputs)
+    EXECUTOR_PROGRESS = "executor_progress"  # newest claim/step among an executor's rows
+    DEAD_CHILDREN = "dead_children"  # children in MAX_RECOVERY_ATTEMPTS_EXCEEDED/CANCELLED
 
 
 @dataclass(frozen=True)
-class Guard:
-    """What the decision assumed beyond the row itself; actions turn it into SQL."""
-
-    # The executor had no live incarnation that could hold a claim made at `claimed_at`.
-    executor_not_holding: str | None = None
-    claimed_at: int | None = None
-    # No live executor of this application version.
-    version_not_live: str | None = None
-    # This child is still in this status, and the parent wrote no step after `last_step_ms`.
-    dead_child: str | None = None
-    dead_child_status: str | None = None
-    last_step_ms: int | None = None
+class GuardColumn:
+    name: str
+    sql_type: str  # the array element type its values are passed as
 
 
 @dataclass(frozen=True)
-class Verdict:
-    rule: str
-    workflow: WorkflowRow
-    matched: bool
-    reason: str
-    action: Action | None = None
-    evidence: dict[str, Any] = field(default_factory=dict)
-    guard: Guard = field(default_factory=Guard)
-    target_version: str | None = None  # UPGRADE
-    error_message: str | None = None  # FAIL
+class CommonSettings:
+    """Settings more than one rule reads."""
 
-    @property
-    def workflow_id(self) -> str:
-        return self.workflow.workflow_id
-
-    @property
-    def changes_row(self) -> bool:
-        return self.matched and self.action is not None and self.action is not Action.ALERT
-
-    def describe(self) -> dict[str, Any]:
-        return {
-            "workflow_id": self.workflow_id,
-            "rule": self.rule,
-            "matched": self.matched,
-            "action": None if self.action is None else self.action.value,
-            "reason": self.reason,
-            "evidence": self.evidence,
-        }
-
-
-def no_match(rule: str, wf: WorkflowRow, reason: str, **evidence: Any) -> Verdict:
-    return Verdict(rule=rule, workflow=wf, matched=False, reason=reason, evidence=evidence)
-
-
-def executor_alive(executor: ExecutorRow, snap: Snapshot, settings: RuleSettings) -> bool:
-    """Heartbeating, and not marked stopped."""
-    return (
-        executor.stopped_at_ms is None
-        and snap.now_ms - executor.last_seen_ms <= settings.executor_timeout_ms
+    default_max_recovery_attempts: int | None = env_field(
+        "SUPERVISOR_DEFAULT_MAX_RECOVERY_ATTEMPTS",
+        DBOS_DEFAULT_MAX_RECOVERY_ATTEMPTS,
+        "optional_int",
+        "max_recovery_attempts of workflow names no registry publishes (`none` = unlimited)",
+        minimum=0,
+    )
+    max_recovery_overrides: dict[str, int | None] = env_field(
+        "SUPERVISOR_MAX_RECOVERY_ATTEMPTS",
+        {},
+        "name_map_int",
+        "per-name overrides of max_recovery_attempts, `job=3,other=none`; win over registries",
+        shown_default="",
     )
 
 
-def executor_evidence(executor: ExecutorRow | None, snap: Snapshot) -> dict[str, Any]:
-    if executor is None:
-        return {"executor_known": False}
-    return {
-        "executor_known": True,
-        "executor_version": executor.application_version,
-        "heartbeat_age_ms": snap.now_ms - executor.last_seen_ms,
-        "executor_stopped": executor.stopped_at_ms is not None,
-        "executor_started_at": executor.started_at_ms,
-    }
+def stall_timeout_field() -> Any:
+    """SUPERVISOR_STALL_TIMEOUT, one variable read by every rule that judges by progress."""
+    return env_field(
+        "SUPERVISOR_STALL_TIMEOUT",
+        60_000,
+        "seconds_ms",
+        "seconds without progress after which a stalled workflow counts as stuck",
+        minimum=0.5,
+    )
 
 
-def holder_state(wf: WorkflowRow, snap: Snapshot, settings: RuleSettings) -> tuple[str, str]:
-    """Whether the process that claimed this PENDING row can still be running it.
+@dataclass(frozen=True)
+class NoConfig:
+    """For rules with no setting of their own."""
 
-    Returns (state, explanation), state one of:
-    - "alive": its executor heartbeats and has not restarted since the claim;
-    - "dead": heartbeat older than the timeout, marked stopped, or the executor restarted
-      (a new incarnation, possibly of another version) after the claim;
-    - "unknown": the executor never heartbeated here (an app that does not heartbeat).
-    """
-    executor = snap.executors.get(wf.executor_id or "")
-    if executor is None:
-        return "unknown", f"executor {wf.executor_id!r} never heartbeated"
-    if executor.stopped_at_ms is not None:
-        return "dead", f"executor {wf.executor_id!r} marked itself stopped"
-    age = snap.now_ms - executor.last_seen_ms
-    if age > settings.executor_timeout_ms:
-        return "dead", (
-            f"executor {wf.executor_id!r} last heartbeat {age} ms ago "
-            f"(timeout {settings.executor_timeout_ms} ms)"
+
+class SqlParams:
+    """Numbered query parameters for a prefilter, one per name, each with its SQL type.
+
+    `first` is the number of the first one (the read's own parameters come before)."""
+
+    def __init__(self, first: int = 2) -> None:
+        self.values: list[Any] = []
+        self._first = first
+        self._index: dict[str, str] = {}
+
+    def __call__(self, name: str, value: Any, sql_type: str) -> str:
+        if name not in self._index:
+            self.values.append(value)
+            self._index[name] = f"${self._first + len(self.values) - 1}::{sql_type}"
+        return self._index[name]
+
+
+@dataclass(frozen=True)
+class PrefilterContext:
+    """What a prefilter may use: the snapshot's executors and registry, its database time."""
+
+    now_ms: int
+    snap: Snapshot
+    schema: DbosSchema
+
+
+class Rule(ABC, Generic[C]):
+    """A limbo case. Subclasses are singletons, listed once in rules/__init__.py."""
+
+    name: ClassVar[str]
+    summary: ClassVar[str]
+    statuses: ClassVar[tuple[Status, ...]]
+    reads: ClassVar[frozenset[Signal]]
+    actions: ClassVar[frozenset[Action]]
+    config_type: ClassVar[type[Any]] = NoConfig
+    default_enabled: ClassVar[bool] = True
+    guard_columns: ClassVar[tuple[GuardColumn, ...]] = ()
+    # Only an operator's forced release may touch a row a live executor reports running.
+    may_override_listing: ClassVar[bool] = False
+
+    @abstractmethod
+    def evaluate(
+        self, wf: WorkflowRow, snap: Snapshot, common: CommonSettings, config: C
+    ) -> Verdict:
+        """This rule's verdict on one observed workflow."""
+
+    @abstractmethod
+    def prefilter(
+        self,
+        status: Status,
+        p: SqlParams,
+        ctx: PrefilterContext,
+        common: CommonSettings,
+        config: C,
+    ) -> str:
+        """SQL over `ws` true for every row of `status` this rule could match."""
+
+    def guard(self, schema: DbosSchema) -> str:
+        """SQL over `ws` and `o`: the rule's assumptions, restated at the write."""
+        return "TRUE"
+
+    def ctes(self, schema: DbosSchema) -> tuple[str, ...]:
+        """Extra named subqueries the guard refers to (after `o` and `live`)."""
+        return ()
+
+    # -- helpers for subclasses -----------------------------------------------------------
+    def no_match(self, wf: WorkflowRow, reason: str, **evidence: Any) -> Verdict:
+        return Verdict(rule=self.name, workflow=wf, matched=False, reason=reason, evidence=evidence)
+
+    def match(
+        self,
+        wf: WorkflowRow,
+        action: Action,
+        reason: str,
+        evidence: dict[str, Any],
+        guard: dict[str, Any] | None = None,
+        **payload: Any,
+    ) -> Verdict:
+        assert action in self.actions, (self.name, action)
+        missing = {c.name for c in self.guard_columns} - set(guard or {})
+        assert not missing or not action.changes_row, (self.name, missing)
+        return Verdict(
+            rule=self.name,
+            workflow=wf,
+            matched=True,
+            reason=reason,
+            action=action,
+            evidence=evidence,
+            guard=guard or {},
+            **payload,
         )
-    if executor.started_at_ms > wf.claimed_at + settings.restart_tolerance_ms:
-        return "dead", (
-            f"executor {wf.executor_id!r} restarted (as version "
-            f"{executor.application_version!r}) after this workflow was claimed"
-        )
-    return "alive", f"executor {wf.executor_id!r} is alive (heartbeat {age} ms ago)"
-
-
-def max_attempts_for(
-    wf: WorkflowRow, snap: Snapshot, settings: RuleSettings
-) -> tuple[int | None, str]:
-    """The workflow name's max_recovery_attempts and where it came from.
-
-    Settings overrides win; then the registry (the exact application and version first, else
-    the most permissive value published for the name by any version); else DBOS's default.
-    """
-    name = wf.name or ""
-    if name in settings.max_recovery_overrides:
-        return settings.max_recovery_overrides[name], "settings override"
-    key = ("max_attempts", name, wf.application_version, wf.application_name)
-    if key not in snap.memo:
-        snap.memo[key] = _max_attempts_from_registry(wf, name, snap, settings)
-    result: tuple[int | None, str] = snap.memo[key]
-    return result
-
-
-def _max_attempts_from_registry(
-    wf: WorkflowRow, name: str, snap: Snapshot, settings: RuleSettings
-) -> tuple[int | None, str]:
-    published = [entry for entry in snap.registry if entry.workflow_name == name]
-    exact = [
-        entry
-        for entry in published
-        if entry.application_version == wf.application_version
-        and (wf.application_name is None or entry.application_name == wf.application_name)
-    ]
-    chosen = exact or published
-    if chosen:
-        values = [entry.max_recovery_attempts for entry in chosen]
-        source = "registry" if exact else "registry (other version)"
-        if any(value is None for value in values):
-            return None, source
-        return max(v for v in values if v is not None), source
-    return settings.default_max_recovery_attempts, "DBOS default"
-
-
-def live_versions(snap: Snapshot, settings: RuleSettings) -> list[ExecutorRow]:
-    return [e for e in snap.executors.values() if executor_alive(e, snap, settings)]
-
-
-def same_application(executor: ExecutorRow, wf: WorkflowRow) -> bool:
-    return wf.application_name is None or executor.application_name == wf.application_name

@@ -1,83 +1,118 @@
 """`orphaned`: a PENDING workflow whose executor is gone, so DBOS will never recover it.
 
 DBOS recovers a PENDING row only in a process with the same executor ID and application
-version. When the executor stops heartbeating, marked itself stopped, or came back as a new
-incarnation after the claim, the row is handed over the way DBOS 3.x recovery does it
-(re-enqueued, dedup ID and attempts kept), or dead-lettered if it has no attempt left.
+version. When the process holding the row is dead by the liveness contract (its session
+lock gone for the grace, its lease over, or stopped) since after it claimed the row, or it
+is alive and its work report omits the row, the row is handed over as DBOS 3.x recovery
+does it: re-enqueued with dedup ID and attempts kept and the fencing token (owner_xid)
+cleared, so a zombie's next checkpoint fails instead of racing the new owner. With no
+attempt left it is dead-lettered. See rules/liveness.py for the reading and its vetoes.
 """
 
 from __future__ import annotations
 
-from services.supervisor.observe import Snapshot, WorkflowRow
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from services.shared.config import env_field
+from services.supervisor.model import Action, Snapshot, Status, Verdict, WorkflowRow
+from services.supervisor.model.schema import DbosSchema
+from services.supervisor.rules import liveness
+from services.supervisor.rules.attempts import hand_over
 from services.supervisor.rules.base import (
-    Action,
-    Guard,
-    Verdict,
-    executor_alive,
-    executor_evidence,
-    holder_state,
-    max_attempts_for,
-    no_match,
-    same_application,
+    CommonSettings,
+    PrefilterContext,
+    Rule,
+    Signal,
+    SqlParams,
+    stall_timeout_field,
 )
-from services.supervisor.settings import RuleSettings
-
-NAME = "orphaned"
+from services.supervisor.rules.liveness import HolderState
 
 
-def evaluate(wf: WorkflowRow, snap: Snapshot, settings: RuleSettings) -> Verdict:
-    if wf.status != "PENDING":
-        return no_match(NAME, wf, f"status is {wf.status}, not PENDING")
-    executor = snap.executors.get(wf.executor_id or "")
-    state, why = holder_state(wf, snap, settings)
-    evidence = {"executor_id": wf.executor_id, **executor_evidence(executor, snap)}
-    if state == "alive":
-        return no_match(NAME, wf, why, **evidence)
-    if state == "unknown":
-        stalled = snap.now_ms - wf.claimed_at
-        if not settings.assume_unknown_executors_dead:
-            return no_match(NAME, wf, f"{why}; left to the other rules", **evidence)
-        if stalled <= settings.stall_timeout_ms:
-            return no_match(
-                NAME, wf, f"{why}; claimed {stalled} ms ago, within the stall timeout", **evidence
-            )
-        why = f"{why} and the claim is {stalled} ms old (unknown executors assumed dead)"
-    limit, source = max_attempts_for(wf, snap, settings)
-    attempts = wf.recovery_attempts or 0
-    key = ("successors", wf.application_version, wf.application_name)
-    if key not in snap.memo:
-        snap.memo[key] = sorted(
+@dataclass(frozen=True)
+class OrphanedConfig:
+    report_grace_ms: int = env_field(
+        "SUPERVISOR_REPORT_GRACE",
+        5_000,
+        "seconds_ms",
+        "how long after a claim a live executor's work report must list the workflow",
+        minimum=0.5,
+    )
+    stall_timeout_ms: int = stall_timeout_field()
+
+
+class Orphaned(Rule[OrphanedConfig]):
+    name = "orphaned"
+    summary = "PENDING whose holder is dead since the claim, or alive without it: handed over"
+    statuses = (Status.PENDING,)
+    reads = frozenset(
+        {Signal.EXECUTORS, Signal.REGISTRY, Signal.CHECKPOINTS, Signal.EXECUTOR_PROGRESS}
+    )
+    actions: ClassVar[frozenset[Action]] = frozenset({Action.REENQUEUE, Action.DEAD_LETTER})
+    config_type = OrphanedConfig
+    guard_columns = liveness.GUARD_COLUMNS
+
+    def evaluate(
+        self, wf: WorkflowRow, snap: Snapshot, common: CommonSettings, config: OrphanedConfig
+    ) -> Verdict:
+        if wf.status != Status.PENDING:
+            return self.no_match(wf, f"status is {wf.status}, not PENDING")
+        found = liveness.holder(wf, snap, config.report_grace_ms)
+        executor = found.executor
+        evidence: dict[str, Any] = {
+            "executor_id": wf.executor_id,
+            "holder": found.state.value,
+            **({} if executor is None else executor.evidence(snap.now_ms)),
+        }
+        if found.state in (HolderState.LISTED, HolderState.ALIVE, HolderState.UNREGISTERED):
+            return self.no_match(wf, found.why, **evidence)
+        assert executor is not None
+        why = found.why
+        if found.state is HolderState.DEAD_BEFORE_CLAIM:
+            idle = snap.now_ms - wf.last_progress_ms
+            if idle <= config.stall_timeout_ms:
+                return self.no_match(
+                    wf,
+                    f"{why}; waiting for evidence of death newer than the claim "
+                    f"(or {config.stall_timeout_ms} ms without progress; {idle} ms so far)",
+                    **evidence,
+                )
+            why = f"{why}, and it made no progress for {idle} ms since"
+        veto = liveness.fresh_evidence(
+            wf,
+            snap,
+            executor.grace_ms,
+            executor_wide=found.state is not HolderState.NOT_LISTED,
+        )
+        if veto is not None:
+            return self.no_match(wf, f"{why}; but {veto}", **evidence)
+        evidence["live_executors_of_version"] = sorted(
             e.executor_id
-            for e in snap.executors.values()
-            if executor_alive(e, snap, settings)
-            and e.application_version == wf.application_version
-            and same_application(e, wf)
+            for e in snap.live_executors()
+            if e.application_version == wf.application_version
+            and (wf.application_name is None or e.application_name == wf.application_name)
         )
-    successors: list[str] = snap.memo[key]
-    evidence.update(
-        recovery_attempts=attempts,
-        max_recovery_attempts=limit,
-        limit_source=source,
-        live_executors_of_version=successors,
-    )
-    guard = Guard(executor_not_holding=wf.executor_id, claimed_at=wf.claimed_at)
-    # Re-enqueued, the next dequeue counts one more attempt; DBOS dead-letters past max + 1.
-    if limit is not None and attempts + 1 > limit + 1:
-        return Verdict(
-            rule=NAME,
-            workflow=wf,
-            matched=True,
-            action=Action.DEAD_LETTER,
-            reason=f"{why}; no recovery attempt left ({attempts} of max {limit} + 1)",
-            evidence=evidence,
-            guard=guard,
-        )
-    return Verdict(
-        rule=NAME,
-        workflow=wf,
-        matched=True,
-        action=Action.REENQUEUE,
-        reason=f"{why}; handed over to a live executor of version {wf.application_version!r}",
-        evidence=evidence,
-        guard=guard,
-    )
+        guard = liveness.guard_values(wf, snap, found, config.report_grace_ms)
+        return hand_over(self, wf, snap, common, why, evidence, guard)
+
+    def prefilter(
+        self,
+        status: Status,
+        p: SqlParams,
+        ctx: PrefilterContext,
+        common: CommonSettings,
+        config: OrphanedConfig,
+    ) -> str:
+        if status != Status.PENDING:
+            return "FALSE"
+        return liveness.prefilter_sql(p, ctx, config.report_grace_ms)
+
+    def guard(self, schema: DbosSchema) -> str:
+        return liveness.guard_sql(schema)
+
+    def ctes(self, schema: DbosSchema) -> tuple[str, ...]:
+        return (liveness.executor_progress_cte(schema),)
+
+
+RULE = Orphaned()

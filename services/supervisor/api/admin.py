@@ -1,11 +1,13 @@
 """The admin API, mounted only when SUPERVISOR_ADMIN_TOKEN is set (bearer token).
 
 Without the token the routes do not exist (404); with it, a request without the right
-`Authorization: Bearer <token>` header gets 401.
+`Authorization: Bearer <token>` header gets 401. Payloads come from the operating layer,
+shared with the CLI and the console.
 """
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from litestar import Controller, Request, get, post
@@ -13,9 +15,10 @@ from litestar.exceptions import HTTPException, NotFoundException
 from litestar.params import Parameter
 from msgspec import Struct
 
-from services.supervisor.rules import Action
-from services.supervisor.runner import Runner
-from services.supervisor.sweeper import NotReleasable, Supervisor, WorkflowNotFound
+from services.supervisor.model import Action
+from services.supervisor.operating import MANUAL_ACTIONS, NotReleasable, Operator, WorkflowNotFound
+from services.supervisor.service import Service
+from services.supervisor.store.audit import AuditFilter
 
 
 class SweepRequest(Struct, forbid_unknown_fields=True):
@@ -24,16 +27,16 @@ class SweepRequest(Struct, forbid_unknown_fields=True):
 
 class ReleaseRequest(Struct, forbid_unknown_fields=True):
     reason: str
-    action: str = "dead_letter"
+    action: Action = Action.DEAD_LETTER
     dry_run: bool = False
     force: bool = False
 
 
-def _supervisor(request: Request[Any, Any, Any]) -> Supervisor:
-    runner: Runner = request.app.state.runner
-    if runner.supervisor is None or not runner.ready:
-        raise HTTPException(status_code=503, detail=runner.not_ready_reason or "not ready")
-    return runner.supervisor
+def operator_of(request: Request[Any, Any, Any]) -> Operator:
+    service: Service = request.app.state.service
+    if service.operator is None or not service.ready:
+        raise HTTPException(status_code=503, detail=service.not_ready_reason or "not ready")
+    return service.operator
 
 
 class AdminController(Controller):
@@ -42,12 +45,26 @@ class AdminController(Controller):
 
     @get("/candidates", summary="Workflows in limbo now, with the rule and its evidence")
     async def candidates(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
-        snap, verdicts = await _supervisor(request).candidates()
-        return {
-            "observed": len(snap.workflows),
-            "truncated": snap.truncated,
-            "candidates": [v.describe() for v in verdicts],
-        }
+        return (await operator_of(request).candidates()).describe()
+
+    @get(
+        "/overview",
+        summary="Executors, candidates by rule, recent actions, supervisors, history",
+    )
+    async def overview(self, request: Request[Any, Any, Any]) -> dict[str, Any]:
+        service: Service = request.app.state.service
+        operator = operator_of(request)
+        return (await operator.overview(instance=service.instance)).describe()
+
+    @get(
+        "/workflows/{workflow_id:str}/detail",
+        summary="One workflow in full: explanation, error, children, steps, audit history",
+    )
+    async def detail(self, request: Request[Any, Any, Any], workflow_id: str) -> dict[str, Any]:
+        try:
+            return (await operator_of(request).detail(workflow_id)).describe()
+        except WorkflowNotFound:
+            raise NotFoundException(f"workflow {workflow_id} not found") from None
 
     @get(
         "/workflows/{workflow_id:str}",
@@ -55,35 +72,32 @@ class AdminController(Controller):
     )
     async def explain(self, request: Request[Any, Any, Any], workflow_id: str) -> dict[str, Any]:
         try:
-            wf, verdicts = await _supervisor(request).explain(workflow_id)
+            return (await operator_of(request).explain(workflow_id)).describe()
         except WorkflowNotFound:
             raise NotFoundException(f"workflow {workflow_id} not found") from None
-        matched = next((v for v in verdicts if v.matched), None)
-        return {
-            "workflow": {"workflow_id": wf.workflow_id, **wf.evidence()},
-            "decision": None if matched is None else matched.describe(),
-            "rules": [v.describe() for v in verdicts],
-        }
 
     @post("/sweeps", status_code=200, summary="Run one sweep now (optionally dry)")
     async def sweep(
         self, request: Request[Any, Any, Any], data: SweepRequest | None = None
     ) -> dict[str, Any]:
         dry_run = None if data is None else data.dry_run
-        report = await _supervisor(request).sweep(dry_run=dry_run)
-        return report.describe()
+        return (await operator_of(request).sweep(dry_run=dry_run)).describe()
 
     @get("/audit", summary="The audit trail, newest first (keyset pagination on id)")
     async def audit(
         self,
         request: Request[Any, Any, Any],
         workflow_id: str | None = None,
+        rule: str | None = None,
+        action: str | None = None,
+        outcome: str | None = None,
+        since: datetime | None = None,
+        until: datetime | None = None,
         limit: int = Parameter(default=50, ge=1, le=1000),
         before_id: int | None = None,
     ) -> dict[str, Any]:
-        entries = await _supervisor(request).audit(
-            workflow_id=workflow_id, limit=limit, before_id=before_id
-        )
+        where = AuditFilter(workflow_id, rule, action, outcome, since, until, before_id)
+        entries = await operator_of(request).audit(where, limit=limit)
         next_before = entries[-1]["id"] if len(entries) == limit else None
         return {"entries": entries, "next_before_id": next_before}
 
@@ -91,16 +105,16 @@ class AdminController(Controller):
         "/workflows/{workflow_id:str}/release",
         status_code=200,
         summary="Release one workflow by hand (guarded and audited)",
+        description=f"action: one of {', '.join(a.value for a in MANUAL_ACTIONS)}",
     )
     async def release(
         self, request: Request[Any, Any, Any], workflow_id: str, data: ReleaseRequest
     ) -> dict[str, Any]:
         try:
-            action = Action(data.action)
-            outcome = await _supervisor(request).release(
+            outcome = await operator_of(request).release(
                 workflow_id,
                 reason=data.reason,
-                action=action,
+                action=data.action,
                 dry_run=data.dry_run,
                 force=data.force,
             )

@@ -1,4 +1,4 @@
-"""What the DBOS system database looks like, inspected at start, so queries fit the release.
+"""Inspecting the DBOS system database at start, so queries fit the release that made it.
 
 Supported: the schemas of dbos 2.8.x (no parent_workflow_id, completed_at, application_name,
 serialization) and 3.x. Optional columns are used when present; a schema lacking any
@@ -7,9 +7,9 @@ required column is refused with a message that names what is missing.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import asyncpg
+
+from services.supervisor.model.schema import SHARED_MIGRATION_BASE, DbosSchema
 
 # Columns every decision reads or every write sets: without them we cannot act safely.
 REQUIRED_STATUS_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -26,16 +26,7 @@ REQUIRED_STATUS_COLUMNS: dict[str, tuple[str, ...]] = {
     "started_at_epoch_ms": ("bigint",),
     "error": ("text",),
 }
-# Used when present (3.x), skipped when absent (2.8).
-OPTIONAL_STATUS_COLUMNS = (
-    "application_name",
-    "parent_workflow_id",
-    "completed_at",
-    "owner_xid",
-    "serialization",
-)
 REQUIRED_OPERATION_COLUMNS = ("workflow_uuid", "function_id", "child_workflow_id")
-INTERNAL_QUEUE_NAME = "_dbos_internal_queue"
 
 
 class SchemaNotReady(RuntimeError):
@@ -44,42 +35,6 @@ class SchemaNotReady(RuntimeError):
 
 class IncompatibleSchema(RuntimeError):
     """The DBOS tables exist but lack what the supervisor needs: refuse to run."""
-
-
-@dataclass(frozen=True)
-class DbosSchema:
-    name: str
-    status_columns: frozenset[str]
-    operation_columns: frozenset[str]
-    indexes: frozenset[str]
-
-    def has(self, column: str) -> bool:
-        return column in self.status_columns
-
-    @property
-    def workflow_status(self) -> str:
-        return f'"{self.name}".workflow_status'
-
-    @property
-    def operation_outputs(self) -> str:
-        return f'"{self.name}".operation_outputs'
-
-    @property
-    def step_times(self) -> bool:
-        """operation_outputs records when steps ran (both 2.8 and 3.x do)."""
-        return {"started_at_epoch_ms", "completed_at_epoch_ms"} <= self.operation_columns
-
-    @property
-    def flavor(self) -> str:
-        """A label for logs and metrics: '3.x' when 3.x-only columns exist, else '2.x'."""
-        return "3.x" if self.has("parent_workflow_id") and self.has("completed_at") else "2.x"
-
-    def describe(self) -> dict[str, object]:
-        return {
-            "schema": self.name,
-            "flavor": self.flavor,
-            "optional_columns": sorted(c for c in OPTIONAL_STATUS_COLUMNS if self.has(c)),
-        }
 
 
 async def inspect_schema(conn: asyncpg.Connection, schema: str) -> DbosSchema:
@@ -121,12 +76,33 @@ async def inspect_schema(conn: asyncpg.Connection, schema: str) -> DbosSchema:
             f"(dbos 2.8.x to 3.x): {'; '.join(problems)}"
         )
     indexes = await conn.fetch(
-        "SELECT indexname FROM pg_indexes WHERE schemaname = $1 AND tablename = 'workflow_status'",
+        "SELECT tablename, indexname FROM pg_indexes WHERE schemaname = $1 "
+        "AND tablename IN ('workflow_status', 'operation_outputs')",
         schema,
     )
     return DbosSchema(
         name=schema,
         status_columns=frozenset(status),
         operation_columns=frozenset(operations),
-        indexes=frozenset(row["indexname"] for row in indexes),
+        indexes=frozenset(r["indexname"] for r in indexes if r["tablename"] == "workflow_status"),
+        operation_indexes=frozenset(
+            r["indexname"] for r in indexes if r["tablename"] == "operation_outputs"
+        ),
+        migration_version=await _migration_version(conn, schema),
     )
+
+
+async def _migration_version(conn: asyncpg.Connection, schema: str) -> int | None:
+    """dbos_migrations' version, for the record: databases made by either SDK are supported
+    (TypeScript 5.3 stops at 123, Python 3.4 at 125; both share migrations from
+    SHARED_MIGRATION_BASE on); 2.8 has no such table. The columns are checked either way."""
+    exists = await conn.fetchval(
+        "SELECT to_regclass(format('%I.dbos_migrations', $1::text)) IS NOT NULL", schema
+    )
+    if not exists:
+        return None
+    version = await conn.fetchval(f'SELECT max(version) FROM "{schema}".dbos_migrations')
+    return None if version is None else int(version)
+
+
+__all__ = ["SHARED_MIGRATION_BASE", "IncompatibleSchema", "SchemaNotReady", "inspect_schema"]

@@ -1,0 +1,276 @@
+"""Whether the process that claimed a PENDING row can still be running it: the one reading
+of liveness every rule uses, in Python (the judge) and in SQL (prefilter and guard).
+
+The executor's own state comes from the contract's view `limbo.executor_liveness` (lease,
+session lock, stop mark; see limbo/_contract.py). On top of it, for one row:
+
+- LISTED: a live incarnation reports running it. Never touched, by any rule.
+- NOT_LISTED: its executor is alive and reports its work, and a report made more than the
+  report grace after the claim omits it (a draining process that re-claimed work and died,
+  a claim that never started): orphaned, evidence time = the report.
+- DEAD: its executor is lost, expired or stopped, with that evidence newer than the claim.
+- DEAD_BEFORE_CLAIM: dead, but claimed after its last evidence of death (a zombie's claim):
+  not handed over on those grounds; only once the row itself shows no progress for the
+  stall timeout since the claim.
+- ALIVE: its executor's lease is valid. UNREGISTERED: it never registered with Limbo.
+
+Even then, evidence of life vetoes a handover: a step checkpoint of the row, an update of
+the row, or a claim or checkpoint of another of the executor's PENDING rows, newer than the
+executor's grace. The guard restates all of it at the write: the holder still dead (same
+incarnation, evidence still newer than the claim) or still omitting the row, no checkpoint
+newer than observed, no newer progress of the executor.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+from services.supervisor.model import ExecutorRow, ExecutorState, Snapshot, Status, WorkflowRow
+from services.supervisor.model.schema import DbosSchema
+from services.supervisor.rules.base import GuardColumn, PrefilterContext, SqlParams
+
+LIVE_STATES = (ExecutorState.ALIVE, ExecutorState.SUSPECT)
+DEAD_STATES = (ExecutorState.LOST, ExecutorState.EXPIRED, ExecutorState.STOPPED)
+
+
+class HolderState(StrEnum):
+    LISTED = "listed"
+    ALIVE = "alive"
+    NOT_LISTED = "not_listed"
+    DEAD = "dead"
+    DEAD_BEFORE_CLAIM = "dead_before_claim"
+    UNREGISTERED = "unregistered"
+
+
+@dataclass(frozen=True)
+class Holder:
+    state: HolderState
+    why: str
+    executor: ExecutorRow | None = None
+    evidence_at_ms: int | None = None  # when the evidence of death (or omission) was made
+
+
+def holder(wf: WorkflowRow, snap: Snapshot, report_grace_ms: int) -> Holder:
+    """The state of the process that claimed `wf` (a PENDING row), read from the snapshot."""
+    if wf.workflow_id in snap.listed:
+        return Holder(HolderState.LISTED, "a live executor reports running it")
+    executor = snap.executors.get(wf.executor_id or "")
+    if executor is None:
+        return Holder(
+            HolderState.UNREGISTERED, f"executor {wf.executor_id!r} never registered with Limbo"
+        )
+    name = f"executor {executor.executor_id!r} ({executor.hostname}, pid {executor.pid})"
+    if executor.live:
+        report_at = executor.report_at_ms
+        if (
+            executor.running is not None
+            and report_at is not None
+            and report_at > wf.claimed_at + report_grace_ms
+        ):
+            return Holder(
+                HolderState.NOT_LISTED,
+                f"{name} is alive but its report of {snap.now_ms - report_at} ms ago, made "
+                f"{report_at - wf.claimed_at} ms after the claim, omits this workflow",
+                executor,
+                report_at,
+            )
+        return Holder(HolderState.ALIVE, f"{name} is {executor.state.value}", executor)
+    dead_since = executor.dead_since_ms or 0
+    if dead_since > wf.claimed_at:
+        return Holder(
+            HolderState.DEAD,
+            f"{name} is {executor.state.value} since {snap.now_ms - dead_since} ms "
+            f"(after the claim)",
+            executor,
+            dead_since,
+        )
+    return Holder(
+        HolderState.DEAD_BEFORE_CLAIM,
+        f"{name} is {executor.state.value}, but the row was claimed after that",
+        executor,
+        dead_since,
+    )
+
+
+def fresh_evidence(
+    wf: WorkflowRow, snap: Snapshot, window_ms: int, *, executor_wide: bool
+) -> str | None:
+    """Evidence of life newer than `window_ms`, or None: the row's own progress and, with
+    `executor_wide`, any claim or checkpoint of the executor's PENDING rows."""
+    age = snap.now_ms - wf.last_progress_ms
+    if age <= window_ms:
+        return f"the workflow progressed {age} ms ago (window {window_ms} ms)"
+    if executor_wide:
+        progress = snap.executor_progress_ms.get(wf.executor_id or "")
+        if progress is not None and snap.now_ms - progress <= window_ms:
+            return (
+                f"executor {wf.executor_id!r} claimed or checkpointed work "
+                f"{snap.now_ms - progress} ms ago (window {window_ms} ms)"
+            )
+    return None
+
+
+def guard_values(
+    wf: WorkflowRow, snap: Snapshot, found: Holder, report_grace_ms: int
+) -> dict[str, object]:
+    """What a liveness-based verdict assumed, for `GUARD_COLUMNS`."""
+    executor = found.executor
+    return {
+        "holder": found.state.value,
+        "incarnation": None if executor is None else executor.incarnation,
+        "claimed_at": wf.claimed_at,
+        "last_progress": wf.last_progress_ms,
+        "executor_progress": snap.executor_progress_ms.get(wf.executor_id or "", 0),
+        "report_grace_ms": report_grace_ms,
+    }
+
+
+GUARD_COLUMNS: tuple[GuardColumn, ...] = (
+    GuardColumn("holder", "text"),
+    GuardColumn("incarnation", "text"),
+    GuardColumn("claimed_at", "bigint"),
+    GuardColumn("last_progress", "bigint"),
+    GuardColumn("executor_progress", "bigint"),
+    GuardColumn("report_grace_ms", "bigint"),
+)
+
+# -- SQL --------------------------------------------------------------------------------------
+
+# The contract's view, read once per statement (pg_locks is not transactional: one reading).
+LIVE_CTE = "live AS MATERIALIZED (SELECT * FROM limbo.executor_liveness)"
+
+
+def ms(expression: str) -> str:
+    """A timestamptz as epoch milliseconds, exactly as the snapshot reads it."""
+    return f"(extract(epoch FROM {expression}) * 1000)::bigint"
+
+
+LISTED_SQL = (
+    "EXISTS (SELECT 1 FROM live l WHERE l.state IN ('alive', 'suspect') "
+    "AND ws.workflow_uuid = ANY(l.running))"
+)
+
+
+def last_checkpoint_sql(schema: DbosSchema, workflow: str = "ws") -> str:
+    """The row's latest step start or completion (epoch ms), over its steps by primary key.
+    The maximum over all of them, as the guard's "nothing newer" compares with all of them."""
+    if not schema.step_times:
+        return "NULL::bigint"
+    return (
+        f"(SELECT max(greatest(coalesce(s.completed_at_epoch_ms, 0), "
+        f"coalesce(s.started_at_epoch_ms, 0))) FROM {schema.operation_outputs} s "
+        f"WHERE s.workflow_uuid = {workflow}.workflow_uuid)"
+    )
+
+
+def newer_checkpoint_sql(schema: DbosSchema, workflow: str, than: str) -> str:
+    if not schema.step_times:
+        return "FALSE"
+    return (
+        f"EXISTS (SELECT 1 FROM {schema.operation_outputs} s "
+        f"WHERE s.workflow_uuid = {workflow}.workflow_uuid AND greatest("
+        f"coalesce(s.completed_at_epoch_ms, 0), coalesce(s.started_at_epoch_ms, 0)) > {than})"
+    )
+
+
+def claimed_sql(workflow: str = "ws") -> str:
+    return f"greatest(coalesce({workflow}.started_at_epoch_ms, 0), {workflow}.updated_at)"
+
+
+# DBOS 3.x's index on step completion times: newer steps found by a range scan.
+STEPS_BY_COMPLETION = "idx_operation_outputs_completed_at_function_name_v2"
+
+
+def executor_progress_cte(schema: DbosSchema) -> str:
+    """Executors (of liveness-based verdicts in `o`) that made progress on any PENDING row
+    after what the verdicts observed: their verdicts are vetoed.
+
+    Claims are read off the executor's PENDING rows; newer steps, where DBOS indexes step
+    completion (3.x), by a range scan of the steps completed since the observation (bounded
+    by recent activity, not by the executor's backlog), else by a probe per row. (A step
+    recorded without a completion time is a child's start, and the child's own row, claimed
+    by the same executor, counts as a claim.)"""
+    claims = f"{claimed_sql('w')} > seen.progress"
+    if STEPS_BY_COMPLETION in schema.operation_indexes:
+        steps = (
+            f"EXISTS (SELECT 1 FROM {schema.operation_outputs} s "
+            f"JOIN {schema.workflow_status} w ON w.workflow_uuid = s.workflow_uuid "
+            f"WHERE s.completed_at_epoch_ms > seen.progress AND w.status = {Status.PENDING.sql} "
+            f"AND w.executor_id = seen.executor_id)"
+        )
+        newer = (
+            f"EXISTS (SELECT 1 FROM {schema.workflow_status} w "
+            f"WHERE w.status = {Status.PENDING.sql} AND w.executor_id = seen.executor_id "
+            f"AND {claims}) OR {steps}"
+        )
+    else:
+        newer = (
+            f"EXISTS (SELECT 1 FROM {schema.workflow_status} w "
+            f"WHERE w.status = {Status.PENDING.sql} AND w.executor_id = seen.executor_id "
+            f"AND ({claims} OR {newer_checkpoint_sql(schema, 'w', 'seen.progress')}))"
+        )
+    return (
+        "seen AS (SELECT o.executor_id, min(o.executor_progress) AS progress FROM o "
+        "WHERE o.executor_progress IS NOT NULL AND o.holder <> 'not_listed' GROUP BY 1), "
+        f"progressed AS MATERIALIZED (SELECT seen.executor_id FROM seen WHERE {newer})"
+    )
+
+
+def guard_sql(schema: DbosSchema) -> str:
+    """The holder is still as observed (dead since after the claim, same incarnation; or
+    alive and still omitting the row), and nothing progressed since the observation."""
+    dead = (
+        f"o.holder = 'dead' AND l.state IN ('lost', 'expired', 'stopped') "
+        f"AND {ms('l.dead_since')} > o.claimed_at"
+    )
+    not_listed = (
+        f"o.holder = 'not_listed' AND l.state IN ('alive', 'suspect') AND l.running IS NOT NULL "
+        f"AND {ms('l.report_at')} > o.claimed_at + o.report_grace_ms "
+        f"AND NOT ws.workflow_uuid = ANY(l.running)"
+    )
+    stalled = "o.holder = 'dead_before_claim' AND l.state IN ('lost', 'expired', 'stopped')"
+    return (
+        f"EXISTS (SELECT 1 FROM live l WHERE l.executor_id = ws.executor_id "
+        f"AND l.incarnation::text = o.incarnation AND (({dead}) OR ({not_listed}) OR ({stalled}))) "
+        f"AND NOT {newer_checkpoint_sql(schema, 'ws', 'o.last_progress')} "
+        f"AND NOT EXISTS (SELECT 1 FROM progressed x WHERE x.executor_id = ws.executor_id)"
+    )
+
+
+def unregistered_guard_sql(schema: DbosSchema) -> str:
+    """For rows of executors that never registered: still unregistered, no newer progress."""
+    return (
+        "NOT EXISTS (SELECT 1 FROM live l WHERE l.executor_id = ws.executor_id) "
+        f"AND NOT {newer_checkpoint_sql(schema, 'ws', 'o.last_progress')} "
+        "AND NOT EXISTS (SELECT 1 FROM progressed x WHERE x.executor_id = ws.executor_id)"
+    )
+
+
+def dead_executor_ids(snap: Snapshot) -> list[str]:
+    return sorted(e.executor_id for e in snap.executors.values() if not e.live)
+
+
+def prefilter_sql(p: SqlParams, ctx: PrefilterContext, report_grace_ms: int) -> str:
+    """Every PENDING row whose holder could be DEAD, DEAD_BEFORE_CLAIM or NOT_LISTED: all
+    rows of dead executors; rows of live reporting executors their report omits."""
+    snap = ctx.snap
+    reporting = sorted(
+        e.executor_id for e in snap.executors.values() if e.live and e.running is not None
+    )
+    dead = p("dead_executors", dead_executor_ids(snap), "text[]")
+    clauses = [f"ws.executor_id = ANY({dead})"]
+    if reporting:
+        ids = p("reporting_executors", reporting, "text[]")
+        grace = p("report_grace_ms", report_grace_ms, "bigint")
+        clauses.append(
+            f"EXISTS (SELECT 1 FROM limbo.executors e WHERE e.executor_id = ws.executor_id "
+            f"AND e.executor_id = ANY({ids}) AND e.running IS NOT NULL "
+            f"AND {ms('e.report_at')} > {claimed_sql()} + {grace} "
+            f"AND NOT ws.workflow_uuid = ANY(e.running))"
+        )
+    return " OR ".join(clauses)
+
+
+def registered_ids(snap: Snapshot) -> list[str]:
+    return sorted(snap.executors)

@@ -1,0 +1,78 @@
+"""`limbo.executors` as the supervisor reads it: through the contract's view, one reading
+of liveness (see limbo/_contract.py), and the refused starts of duplicate executor IDs."""
+
+from __future__ import annotations
+
+from services.supervisor.model import ExecutorRow, ExecutorState, RegistryEntry
+from services.supervisor.rules.liveness import ms
+from services.supervisor.store.connection import Conn
+
+EXECUTORS_QUERY = f"""
+    SELECT executor_id, incarnation::text AS incarnation, application_name,
+           application_version, hostname, pid, sdk, state, lock_held, lease_ms, grace_ms,
+           {ms("started_at")} AS started_at_ms, {ms("last_seen_at")} AS last_seen_ms,
+           {ms("lease_expires_at")} AS lease_expires_ms, {ms("stopped_at")} AS stopped_at_ms,
+           {ms("session_lost_seen_at")} AS session_lost_seen_ms,
+           {ms("dead_since")} AS dead_since_ms, running, {ms("report_at")} AS report_at_ms
+      FROM limbo.executor_liveness"""
+
+REGISTRY_QUERY = """
+    SELECT application_name, application_version, workflow_name, max_recovery_attempts
+      FROM limbo.workflow_registry"""
+
+# Duplicate executor IDs refused in the last 15 minutes, per executor ID.
+RECENT_CONFLICTS_QUERY = """
+    SELECT executor_id, count(*) AS refused, max(at) AS last_at
+      FROM limbo.executor_conflicts WHERE at > now() - interval '15 minutes'
+     GROUP BY executor_id ORDER BY executor_id"""
+
+
+async def mark_lost_sessions(conn: Conn) -> int:
+    """Stamp, once, the moment each executor's session lock is first seen free: the grace
+    runs from there (the contract's own function; never waits on a locked row)."""
+    return int(await conn.fetchval("SELECT limbo.mark_lost_sessions()"))
+
+
+async def executors(conn: Conn) -> dict[str, ExecutorRow]:
+    return {
+        row["executor_id"]: ExecutorRow(
+            executor_id=row["executor_id"],
+            application_name=row["application_name"],
+            application_version=row["application_version"],
+            state=ExecutorState(row["state"]),
+            incarnation=row["incarnation"],
+            hostname=row["hostname"],
+            pid=row["pid"],
+            sdk=row["sdk"],
+            lock_held=row["lock_held"],
+            lease_ms=row["lease_ms"],
+            grace_ms=row["grace_ms"],
+            started_at_ms=row["started_at_ms"],
+            last_seen_ms=row["last_seen_ms"],
+            lease_expires_ms=row["lease_expires_ms"],
+            stopped_at_ms=row["stopped_at_ms"],
+            session_lost_seen_ms=row["session_lost_seen_ms"],
+            dead_since_ms=row["dead_since_ms"],
+            running=None if row["running"] is None else frozenset(row["running"]),
+            report_at_ms=row["report_at_ms"],
+        )
+        for row in await conn.fetch(EXECUTORS_QUERY)
+    }
+
+
+async def registry(conn: Conn) -> tuple[RegistryEntry, ...]:
+    return tuple(
+        RegistryEntry(
+            application_name=row["application_name"],
+            application_version=row["application_version"],
+            workflow_name=row["workflow_name"],
+            max_recovery_attempts=row["max_recovery_attempts"],
+        )
+        for row in await conn.fetch(REGISTRY_QUERY)
+    )
+
+
+async def recent_conflicts(conn: Conn) -> dict[str, int]:
+    return {
+        row["executor_id"]: int(row["refused"]) for row in await conn.fetch(RECENT_CONFLICTS_QUERY)
+    }
