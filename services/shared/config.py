@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from typing import TypeVar
+from dataclasses import MISSING, dataclass, fields
+from dataclasses import field as dataclass_field
+from typing import Any, TypeVar
 
 N = TypeVar("N", int, float)
+T = TypeVar("T")
 
 
 class ConfigError(ValueError):
@@ -104,3 +107,123 @@ def _bounded(name: str, value: N, minimum: N | None, maximum: N | None) -> N:
     if maximum is not None and value > maximum:
         raise ConfigError(name, f"must be at most {maximum}, got {value}")
     return value
+
+
+# -- settings declared on dataclass fields ---------------------------------------------------
+#
+# A frozen dataclass whose fields are declared with `env_field(...)` is read from the
+# environment by `load_fields`; `describe_fields` lists the variables for documentation.
+# Kinds: "str", "int", "float", "seconds_ms" (seconds in the environment, milliseconds in the
+# field), "flag", "choice", "optional_int" (none/unlimited -> None), "name_map_int"
+# (`name=3,other=none`), "name_map_seconds_ms" (`name=600,other=30` seconds -> ms).
+
+_SETTING = "limbo.setting"
+
+
+@dataclass(frozen=True)
+class EnvSetting:
+    variable: str
+    kind: str
+    doc: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] = ()
+    shown_default: str | None = None  # how the default reads in the documentation
+
+
+def env_field(
+    variable: str,
+    default: Any,
+    kind: str,
+    doc: str,
+    *,
+    minimum: float | None = None,
+    maximum: float | None = None,
+    choices: tuple[str, ...] = (),
+    shown_default: str | None = None,
+) -> Any:
+    meta = EnvSetting(variable, kind, doc, minimum, maximum, choices, shown_default)
+    if isinstance(default, dict):
+        frozen = dict(default)
+        return dataclass_field(default_factory=lambda: dict(frozen), metadata={_SETTING: meta})
+    return dataclass_field(default=default, metadata={_SETTING: meta})
+
+
+def settings_of(cls: type) -> list[tuple[str, EnvSetting, Any]]:
+    """(field name, setting, default) of every env-declared field of a dataclass type."""
+    declared = []
+    for f in fields(cls):
+        meta = f.metadata.get(_SETTING)
+        if meta is not None:
+            if f.default is not MISSING:
+                default = f.default
+            else:
+                assert callable(f.default_factory)
+                default = f.default_factory()
+            declared.append((f.name, meta, default))
+    return declared
+
+
+def load_fields(cls: type[T], env: Env) -> T:
+    """An instance of `cls` with every env-declared field read (ConfigError names it)."""
+    values: dict[str, Any] = {}
+    for name, meta, default in settings_of(cls):
+        values[name] = _read(env, meta, default)
+    return cls(**values)
+
+
+def _read(env: Env, meta: EnvSetting, default: Any) -> Any:
+    var, kind = meta.variable, meta.kind
+    if kind == "str":
+        return env.string(var, default)
+    if kind == "int":
+        return env.integer(
+            var,
+            default,
+            minimum=None if meta.minimum is None else int(meta.minimum),
+            maximum=None if meta.maximum is None else int(meta.maximum),
+        )
+    if kind == "float":
+        return env.number(var, default, minimum=meta.minimum, maximum=meta.maximum)
+    if kind == "seconds_ms":
+        seconds = env.number(var, default / 1000.0, minimum=meta.minimum, maximum=meta.maximum)
+        return round(seconds * 1000)
+    if kind == "flag":
+        return env.flag(var, default)
+    if kind == "choice":
+        return env.choice(var, default, meta.choices)
+    if kind == "optional_int":
+        if env.raw(var) is None:
+            return default
+        return env.optional_int(var, minimum=None if meta.minimum is None else int(meta.minimum))
+    if kind == "name_map_int":
+        return parse_name_map(var, env.raw(var), seconds=False) if env.raw(var) else default
+    if kind == "name_map_seconds_ms":
+        return parse_name_map(var, env.raw(var), seconds=True) if env.raw(var) else default
+    raise AssertionError(f"unknown setting kind {kind!r} for {var}")
+
+
+def parse_name_map(variable: str, text: str | None, *, seconds: bool) -> dict[str, int | None]:
+    """`name=3,other=none` -> {"name": 3, "other": None}; with `seconds`, values are seconds
+    (fractions allowed) returned as milliseconds, and `none` is refused."""
+    parsed: dict[str, int | None] = {}
+    for item in (text or "").split(","):
+        item = item.strip()
+        if not item:
+            continue
+        name, sep, value = item.rpartition("=")
+        name, value = name.strip(), value.strip()
+        if not sep or not name:
+            raise ConfigError(variable, f"expected name=value entries, got {item!r}")
+        if not seconds and value.lower() in {"none", "unlimited"}:
+            parsed[name] = None
+            continue
+        try:
+            number = float(value) if seconds else int(value)
+        except ValueError:
+            kind = "a number of seconds" if seconds else "an integer or none"
+            raise ConfigError(variable, f"{name}: expected {kind}, got {value!r}") from None
+        if number < 0:
+            raise ConfigError(variable, f"{name}: must be at least 0, got {value}")
+        parsed[name] = round(number * 1000) if seconds else int(number)
+    return parsed

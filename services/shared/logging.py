@@ -94,6 +94,8 @@ def _shared_chain(extra: Iterable[Processor]) -> list[Processor]:
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True, key="timestamp"),
         _dbos_record_fields,
+        # The `extra` fields of stdlib records (the limbo client logs its facts that way).
+        structlog.stdlib.ExtraAdder(),
         _static_fields,
         *extra,
         structlog.processors.StackInfoRenderer(),

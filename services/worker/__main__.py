@@ -22,7 +22,8 @@ def main() -> int:
         print(f"worker: configuration error: {exc}", file=sys.stderr)
         return 2
     bind_process_fields(executor_id=settings.executor_id, app_version=settings.app_version)
-    app = create_app(settings)
+    refusals: list[str] = []
+    app = create_app(settings, refusals)
     structlog.get_logger("services.worker").info(
         "worker_starting", port=settings.port, executor_id=settings.executor_id
     )
@@ -41,7 +42,14 @@ def main() -> int:
     # is a clean exit, so that re-raised SIGTERM/SIGINT ends the process with status 0.
     signal.signal(signal.SIGTERM, _exit_cleanly)
     signal.signal(signal.SIGINT, _exit_cleanly)
-    server.run()
+    try:
+        server.run()
+    except SystemExit:
+        if not refusals:
+            raise
+    if refusals:
+        print(f"worker: refused to start: {refusals[0]}", file=sys.stderr)
+        return 2
     # uvicorn swallows a failed startup and returns; report it as an error exit.
     return 0 if server.started else 1
 

@@ -1,28 +1,41 @@
-"""The worker's HTTP routes: jobs, the queue, and health."""
+"""The worker's generic HTTP API over the workflows it hosts, and its health.
+
+- `GET /api/registry`: the declared workflows (with max_recovery_attempts) and the queues;
+- `POST /api/queues/{queue}/workflows`: enqueue a workflow by name with JSON arguments,
+  a dedup ID, a priority, a delay (202; 400 for an unknown workflow or queue or arguments
+  that do not fit its signature; 409 naming the workflow that holds the dedup ID);
+- `GET /api/workflows/{id}`: status, and the result or error once it ended;
+- `POST /api/workflows/{id}/cancel` and `/resume`: through DBOS's own API.
+"""
 
 from __future__ import annotations
 
+import inspect
+from typing import Any
+
 import asyncpg
-from dbos import SetEnqueueOptions
-from dbos._error import DBOSQueueDeduplicatedError
-from litestar import Controller, Request, get, post
+import msgspec
+from dbos import DBOS
+from litestar import Controller, get, post
 from litestar.datastructures import State
 from litestar.plugins.problem_details import ProblemDetailsException
 from litestar.response import Response
 from litestar.status_codes import HTTP_202_ACCEPTED, HTTP_503_SERVICE_UNAVAILABLE
 
+from limbo import _dbos as limbo_dbos
 from services.shared.auth import PUBLIC
 from services.shared.db import ping
-from services.worker.metrics import DEDUP_REJECTIONS, WORKFLOWS_ENQUEUED
+from services.worker.enqueue import enqueue
 from services.worker.runtime import WorkerRuntime
 from services.worker.schemas import (
-    EnqueueRequest,
-    EnqueueResponse,
+    Enqueued,
+    EnqueueWorkflow,
     Health,
-    QueueView,
-    WorkflowView,
+    QueueInfo,
+    Registry,
+    Run,
+    WorkflowType,
 )
-from services.worker.workflows import ChaosPlan
 
 
 def runtime_of(state: State) -> WorkerRuntime:
@@ -30,75 +43,130 @@ def runtime_of(state: State) -> WorkerRuntime:
     return runtime
 
 
-class WorkflowController(Controller):
-    path = "/"
+def _bad_request(detail: str) -> ProblemDetailsException:
+    return ProblemDetailsException(status_code=400, title="Bad request", detail=detail)
+
+
+def _declared() -> dict[str, Any]:
+    return limbo_dbos.declared_workflows(limbo_dbos.instance())
+
+
+def _parameters(func: Any) -> list[str]:
+    try:
+        return list(inspect.signature(inspect.unwrap(func)).parameters)
+    except (TypeError, ValueError):
+        return []
+
+
+def _jsonable(value: Any) -> Any:
+    """A workflow's output as JSON when it is, else its repr (outputs are user data)."""
+    try:
+        return msgspec.json.decode(msgspec.json.encode(value))
+    except (TypeError, msgspec.EncodeError):
+        return repr(value)
+
+
+async def _run(workflow_id: str) -> Run:
+    status = await DBOS.get_workflow_status_async(workflow_id)
+    if status is None:
+        raise ProblemDetailsException(
+            status_code=404, title="Unknown workflow", detail=f"no workflow {workflow_id!r}"
+        )
+    return Run(
+        workflow_id=status.workflow_id,
+        name=status.name,
+        status=status.status,
+        queue=status.queue_name,
+        executor_id=status.executor_id,
+        application_version=status.app_version,
+        dedup_id=status.deduplication_id,
+        created_at=None if status.created_at is None else status.created_at / 1000.0,
+        updated_at=None if status.updated_at is None else status.updated_at / 1000.0,
+        output=_jsonable(status.output) if status.status == "SUCCESS" else None,
+        error=None
+        if status.error is None
+        else f"{type(status.error).__name__}: {status.error}"[:2000],
+    )
+
+
+class WorkflowApiController(Controller):
+    path = "/api"
     tags = ["workflows"]
 
-    @post("/workflows", status_code=HTTP_202_ACCEPTED)
-    async def enqueue(self, data: EnqueueRequest, state: State) -> EnqueueResponse:
-        """Enqueue a job on the worker's queue under a deduplication ID."""
-        rt = runtime_of(state)
-        chaos: ChaosPlan | None = None
-        if data.chaos is not None:
-            if not rt.settings.chaos_enabled:
-                raise ProblemDetailsException(
-                    status_code=403,
-                    title="Chaos refused",
-                    detail="chaos requests are refused: this worker runs without WORKER_CHAOS=1",
-                )
-            chaos = {
-                "child": data.chaos.child,
-                "step": data.chaos.step,
-                "mode": data.chaos.mode,
-                "times": data.chaos.times,
-            }
-        dedup_id = data.dedup_id or f"{data.children}/{data.steps}"
-        queue = rt.settings.queue_name
-        try:
-            with SetEnqueueOptions(deduplication_id=dedup_id):
-                handle = await rt.queue.enqueue_async(
-                    rt.workflows.parent, data.children, data.steps, chaos, data.step_seconds
-                )
-        except DBOSQueueDeduplicatedError:
-            DEDUP_REJECTIONS.labels(queue=queue).inc()
-            holder = await rt.repository.dedup_holder(queue, dedup_id)
-            detail = (
-                f"deduplication ID {dedup_id!r} is held by workflow {holder.workflow_id} "
-                f"({holder.status}, {holder.recovery_attempts} attempts)"
-                if holder
-                else f"deduplication ID {dedup_id!r} is held by another workflow"
+    @get("/registry")
+    async def registry(self, state: State) -> Registry:
+        """The workflows this worker declares, and its queues."""
+        host = runtime_of(state).host
+        limits = limbo_dbos.workflow_registry(limbo_dbos.instance())
+        workflows = [
+            WorkflowType(
+                name=name, max_recovery_attempts=limits.get(name), parameters=_parameters(func)
             )
-            raise ProblemDetailsException(
-                status_code=409,
-                title="Deduplication ID in use",
-                detail=detail,
-                extra={"dedup_id": dedup_id, "queue": queue, "holder": holder},
-            ) from None
-        WORKFLOWS_ENQUEUED.labels(queue=queue).inc()
-        # A new workflow ID is always inserted ENQUEUED; reading it back would cost DBOS's
-        # observability transaction and a pool pre-ping per request (bench/: enqueue).
-        return EnqueueResponse(
-            workflow_id=handle.workflow_id, status="ENQUEUED", dedup_id=dedup_id, queue=queue
+            for name, func in sorted(_declared().items())
+        ]
+        queues = [
+            QueueInfo(
+                name=name,
+                worker_concurrency=queue._worker_concurrency,
+                global_concurrency=queue._concurrency,
+                polling_interval_sec=queue._polling_interval_sec,
+            )
+            for name, queue in sorted(host.queues.items())
+        ]
+        return Registry(workflows=workflows, queues=queues)
+
+    @post("/queues/{queue_name:str}/workflows", status_code=HTTP_202_ACCEPTED)
+    async def enqueue_workflow(
+        self, queue_name: str, data: EnqueueWorkflow, state: State
+    ) -> Enqueued:
+        """Enqueue a declared workflow on a registered queue."""
+        host = runtime_of(state).host
+        if queue_name not in host.queues:
+            known = ", ".join(sorted(host.queues)) or "none"
+            raise _bad_request(f"unknown queue {queue_name!r} (registered: {known})")
+        func = _declared().get(data.workflow)
+        if func is None:
+            raise _bad_request(f"unknown workflow {data.workflow!r} (see GET /api/registry)")
+        try:
+            inspect.signature(inspect.unwrap(func)).bind(*data.args, **data.kwargs)
+        except TypeError as exc:
+            raise _bad_request(f"arguments do not fit {data.workflow}: {exc}") from None
+        workflow_id = await enqueue(
+            host.queue(queue_name),
+            func,
+            args=data.args,
+            kwargs=data.kwargs,
+            dedup_id=data.dedup_id,
+            priority=data.priority,
+            delay_seconds=data.delay_seconds,
+            holder_of=host.dedup_holder,
+        )
+        return Enqueued(
+            workflow_id=workflow_id,
+            workflow=data.workflow,
+            queue=queue_name,
+            status="DELAYED" if data.delay_seconds else "ENQUEUED",
+            dedup_id=data.dedup_id,
         )
 
     @get("/workflows/{workflow_id:str}")
-    async def workflow(self, workflow_id: str, state: State) -> WorkflowView:
-        """A workflow's status, attempts, executor, dedup ID, and its children's steps."""
-        view = await runtime_of(state).repository.workflow(workflow_id)
-        if view is None:
-            raise ProblemDetailsException(
-                status_code=404, title="Unknown workflow", detail=f"no workflow {workflow_id!r}"
-            )
-        return view
+    async def status(self, workflow_id: str) -> Run:
+        """A workflow's status, and its result or error once it ended."""
+        return await _run(workflow_id)
 
-    @get("/queue")
-    async def queue(self, state: State) -> QueueView:
-        """The queue's ENQUEUED and PENDING workflows, oldest first."""
-        rt = runtime_of(state)
-        return QueueView(
-            queue=rt.settings.queue_name,
-            queued_workflows=await rt.repository.queued(rt.settings.queue_name),
-        )
+    @post("/workflows/{workflow_id:str}/cancel", status_code=200)
+    async def cancel(self, workflow_id: str) -> Run:
+        """Cancel a workflow (DBOS's cancel: it stops at its next step; dedup ID released)."""
+        await _run(workflow_id)
+        await DBOS.cancel_workflow_async(workflow_id)
+        return await _run(workflow_id)
+
+    @post("/workflows/{workflow_id:str}/resume", status_code=200)
+    async def resume(self, workflow_id: str) -> Run:
+        """Resume a cancelled or failed workflow from its last step (DBOS's resume)."""
+        await _run(workflow_id)
+        await DBOS.resume_workflow_async(workflow_id)
+        return await _run(workflow_id)
 
 
 class HealthController(Controller):
@@ -112,8 +180,8 @@ class HealthController(Controller):
         return Health(ok=["process"], failing={})
 
     @get("/readyz")
-    async def readyz(self, request: Request, state: State) -> Response[Health]:  # type: ignore[type-arg]
-        """Readiness: DBOS launched and the database answering within a short timeout."""
+    async def readyz(self, state: State) -> Response[Health]:
+        """Readiness: DBOS launched, the database answering, the lease freshly renewed."""
         rt: WorkerRuntime | None = getattr(state, "runtime", None)
         ok: list[str] = []
         failing: dict[str, str] = {}
@@ -130,11 +198,11 @@ class HealthController(Controller):
                 failing["database"] = f"no answer within {timeout}s"
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 failing["database"] = f"unreachable: {type(exc).__name__}"
-            age = rt.heartbeat.age()
-            limit = max(3 * rt.settings.heartbeat_interval, 5.0)
+            age = rt.protection.lease.age()
+            limit = rt.settings.lease.grace_s
             if age <= limit:
-                ok.append("heartbeat")
+                ok.append("lease")
             else:
-                failing["heartbeat"] = f"last heartbeat {age:.1f}s ago (limit {limit:.0f}s)"
+                failing["lease"] = f"lease last confirmed {age:.1f}s ago (limit {limit:.1f}s)"
         body = Health(ok=ok, failing=failing)
         return Response(body, status_code=HTTP_503_SERVICE_UNAVAILABLE if failing else 200)

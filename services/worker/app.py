@@ -1,19 +1,23 @@
-"""The worker's Litestar application factory."""
+"""The worker's Litestar application factory: the generic API, health, metrics, and the
+routes the hosted apps add."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import structlog
 from litestar import Litestar
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins.problem_details import ProblemDetailsConfig, ProblemDetailsPlugin
 from litestar.plugins.prometheus import PrometheusConfig, PrometheusController
 from litestar.plugins.structlog import StructlogConfig, StructlogPlugin
 
+from limbo import LimboError
 from services.shared.auth import PUBLIC, bearer_guard
+from services.shared.config import ConfigError
 from services.shared.logging import logging_config
-from services.worker.api import HealthController, WorkflowController
+from services.worker.api import HealthController, WorkflowApiController
 from services.worker.log_context import add_workflow_context
 from services.worker.metrics import BUILD_INFO
 from services.worker.runtime import WorkerRuntime
@@ -24,11 +28,26 @@ class MetricsController(PrometheusController):
     opt = {PUBLIC: True}
 
 
-def create_app(settings: WorkerSettings) -> Litestar:
+class StartupRefused(RuntimeError):
+    """The worker cannot start as configured (a hosted app's setting, a held executor ID)."""
+
+
+def create_app(settings: WorkerSettings, refusals: list[str] | None = None) -> Litestar:
+    """`refusals` collects why the start was refused, for the process's exit status."""
+
     @asynccontextmanager
     async def lifespan(app: Litestar) -> AsyncIterator[None]:
-        runtime = await WorkerRuntime.start(settings)
+        try:
+            runtime = await WorkerRuntime.start(settings)
+        except (ConfigError, LimboError) as exc:
+            structlog.get_logger(__name__).error("worker_refused", reason=str(exc))
+            if refusals is not None:
+                refusals.append(str(exc))
+            raise StartupRefused(str(exc)) from None
         app.state.runtime = runtime
+        # Routes of the hosted apps exist only once they are set up.
+        for handler in runtime.host.route_handlers:
+            app.register(handler)
         try:
             yield
         finally:
@@ -39,6 +58,7 @@ def create_app(settings: WorkerSettings) -> Litestar:
             "version": settings.app_version,
             "application": settings.app_name,
             "executor_id": settings.executor_id,
+            "apps": ",".join(settings.apps),
         }
     )
     log_config = logging_config(
@@ -48,7 +68,7 @@ def create_app(settings: WorkerSettings) -> Litestar:
         extra_processors=[add_workflow_context],
     )
     return Litestar(
-        route_handlers=[WorkflowController, HealthController, MetricsController],
+        route_handlers=[WorkflowApiController, HealthController, MetricsController],
         lifespan=[lifespan],
         guards=[bearer_guard(settings.api_token, realm="limbo-worker")],
         middleware=[

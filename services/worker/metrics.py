@@ -5,26 +5,20 @@ from __future__ import annotations
 from prometheus_client import Counter, Gauge, Info
 
 WORKFLOWS_ENQUEUED = Counter(
-    "limbo_worker_workflows_enqueued_total", "Jobs accepted by POST /workflows.", ["queue"]
+    "limbo_worker_workflows_enqueued_total",
+    "Workflows enqueued through the worker's API.",
+    ["queue"],
 )
 DEDUP_REJECTIONS = Counter(
     "limbo_worker_dedup_rejections_total",
     "Enqueues refused because another workflow holds the deduplication ID.",
     ["queue"],
 )
-WORKFLOWS_FINISHED = Counter(
-    "limbo_worker_workflows_finished_total",
-    "Workflow executions that ended in this process, by workflow name and final status.",
-    ["workflow", "status"],
+LEASE_AGE = Gauge(
+    "limbo_worker_lease_age_seconds",
+    "Seconds since the database last confirmed this worker's lease.",
 )
-STEPS_EXECUTED = Counter(
-    "limbo_worker_steps_executed_total", "Step bodies executed in this process."
-)
-HEARTBEAT_AGE = Gauge(
-    "limbo_worker_heartbeat_age_seconds",
-    "Seconds since this worker last recorded its heartbeat in the database.",
-)
-HEARTBEAT_FAILURES = Counter(
-    "limbo_worker_heartbeat_failures_total", "Heartbeat writes that failed."
+ACTIVE_WORKFLOWS = Gauge(
+    "limbo_worker_active_workflows", "Workflows this worker reports running (its work report)."
 )
 BUILD_INFO = Info("limbo_worker_build", "Worker identity and version.")

@@ -1,35 +1,32 @@
-"""Everything the running worker holds: its pool, DBOS, its queue, its heartbeat.
+"""Everything the running worker holds: its pool, DBOS, the hosted apps, their queues, and
+its protection (the lease; see limbo/).
 
-Started in the ASGI lifespan and stopped in reverse order. DBOS launches on the event
-loop's own thread so that queued async workflows run on this loop; its blocking destroy
-runs off the loop.
+Started in the ASGI lifespan in this order (stopped in reverse): migrations, DBOS's
+configuration, the hosted modules (their workflows and queues), `limbo.protect()` (the
+lease is held before DBOS recovers or dequeues anything), DBOS's launch on the serving
+event loop (so queued async workflows run on it), the queues. DBOS's blocking destroy runs
+off the loop.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
 
 import asyncpg
 import structlog
-from dbos import DBOS, AsyncSQLAlchemyDatasource, DBOSConfig
+from dbos import DBOS, DBOSConfig
 
+import limbo
 from services.shared.db import connect, create_pool
-from services.shared.schema import migrate
-from services.worker.effects import EffectsStore
-from services.worker.heartbeat import ExecutorIdentity, Heartbeat
-from services.worker.repository import WorkflowRepository
+from services.worker import hosting
+from services.worker.dbos_reads import DbosReads
+from services.worker.hosting import Host
+from services.worker.metrics import ACTIVE_WORKFLOWS, LEASE_AGE
 from services.worker.settings import WorkerSettings
-from services.worker.workflows import (
-    STEP,
-    JobRuntime,
-    JobWorkflows,
-    bind_runtime,
-    register_workflows,
-)
 
 log = structlog.get_logger(__name__)
 
@@ -38,13 +35,10 @@ log = structlog.get_logger(__name__)
 class WorkerRuntime:
     settings: WorkerSettings
     pool: asyncpg.Pool
-    datasource: AsyncSQLAlchemyDatasource
-    workflows: JobWorkflows
-    heartbeat: Heartbeat
-    repository: WorkflowRepository
-    queue: Any = None
+    reads: DbosReads
+    host: Host
+    protection: limbo.Protection
     launched: bool = False
-    active: set[str] = field(default_factory=set)
     # DBOS installs its own pool as the loop's default executor and shuts it down in
     # destroy(): our blocking shutdown calls use a pool of our own.
     _blocking: ThreadPoolExecutor = field(
@@ -55,70 +49,46 @@ class WorkerRuntime:
     async def start(cls, settings: WorkerSettings) -> WorkerRuntime:
         conn = await connect(settings.database_url, application_name="limbo-worker-migrate")
         try:
-            await migrate(conn)
+            await limbo.migrate_contract(conn)
         finally:
             await conn.close()
         pool = await create_pool(
             settings.database_url, application_name="limbo-worker", max_size=10
         )
-        # Step effects commit through a DBOS datasource, in the transaction that records the
-        # step, so they happen exactly once (tables in schema dbos_datasource).
-        datasource = await AsyncSQLAlchemyDatasource.create(
-            settings.database_url, engine_kwargs={"pool_size": 10, "max_overflow": 10}
-        )
-        workflows = register_workflows(settings.max_recovery_attempts, datasource)
-        identity = ExecutorIdentity(
-            executor_id=settings.executor_id,
-            application_name=settings.app_name,
-            application_version=settings.app_version,
-        )
-        heartbeat = Heartbeat(
-            settings.database_url, identity, workflows.registry, settings.heartbeat_interval
-        )
-        runtime = cls(
-            settings=settings,
-            pool=pool,
-            datasource=datasource,
-            workflows=workflows,
-            heartbeat=heartbeat,
-            repository=WorkflowRepository(pool, STEP),
-        )
-        bind_runtime(
-            JobRuntime(
-                effects=EffectsStore(pool, settings.executor_id),
-                executor_id=settings.executor_id,
-                default_step_seconds=settings.step_seconds,
-                sleep_seconds=settings.sleep_seconds,
-                active=runtime.active,
-            )
-        )
-        # Beat before DBOS recovers or dequeues anything, so this executor is seen alive.
-        heartbeat.start()
-        await asyncio.get_running_loop().run_in_executor(
-            runtime._blocking, heartbeat.registered.wait, 30.0
-        )
+        reads = DbosReads(pool, settings.dbos_schema)
         config: DBOSConfig = {
             "name": settings.app_name,
             "system_database_url": settings.database_url,
             "executor_id": settings.executor_id,
             "application_version": settings.app_version,
+            "dbos_system_schema": settings.dbos_schema,
             "log_level": settings.log_level,
         }
         DBOS(config=config)
-        DBOS.launch()  # on this loop's thread: queued async workflows run on this loop
-        runtime.queue = await DBOS.register_queue_async(
-            settings.queue_name,
-            worker_concurrency=settings.worker_concurrency,
-            # DBOS's default is 1 s, which caps a worker near concurrency jobs per second.
-            polling_interval_sec=settings.queue_poll_interval,
-            on_conflict="always_update",
+        host = Host(
+            database_url=settings.database_url,
+            executor_id=settings.executor_id,
+            application_name=settings.app_name,
+            application_version=settings.app_version,
+            dbos_schema=settings.dbos_schema,
+            environ=dict(os.environ),
+            dedup_holder=reads.dedup_holder,
         )
+        await hosting.set_up(hosting.import_apps(settings.apps), host)
+        # The lease before DBOS recovers or dequeues anything; refuses a second process
+        # with this executor ID (ExecutorIdConflict names the holder).
+        protection = await limbo.protect_async(timing=settings.lease, migrate=False)
+        LEASE_AGE.set_function(protection.lease.age)
+        ACTIVE_WORKFLOWS.set_function(lambda: len(protection.running()))
+        runtime = cls(settings=settings, pool=pool, reads=reads, host=host, protection=protection)
+        DBOS.launch()  # on this loop's thread: queued async workflows run on this loop
+        await hosting.register_queues(host)
         runtime.launched = True
         log.info(
             "worker_started",
-            queue=settings.queue_name,
-            worker_concurrency=settings.worker_concurrency,
-            max_recovery_attempts=settings.max_recovery_attempts,
+            apps=list(settings.apps),
+            queues=sorted(host.queues),
+            workflows=sorted(limbo._dbos.declared_workflows(limbo._dbos.instance())),
         )
         return runtime
 
@@ -127,24 +97,22 @@ class WorkerRuntime:
         started = time.monotonic()
         self.launched = False
         timeout = self.settings.shutdown_timeout
-        log.info("worker_draining", active=len(self.active), timeout=timeout)
+        log.info("worker_draining", active=len(self.protection.running()), timeout=timeout)
         loop = asyncio.get_running_loop()
         await loop.run_in_executor(
             self._blocking, lambda: DBOS.destroy(workflow_completion_timeout_sec=timeout)
         )
-        drained = not self.active
-        # Mark ourselves stopped only when nothing runs here any more: the supervisor hands
-        # a stopped executor's PENDING work over at once, and must never run it twice.
-        await loop.run_in_executor(
-            self._blocking, lambda: self.heartbeat.stop(mark_stopped=drained)
-        )
+        # The lease ends only when nothing runs here any more: the supervisor hands a
+        # stopped executor's PENDING work over at once, and must never run it twice.
+        # Otherwise it is held until the process exits, and its work moves after the grace.
+        released = await loop.run_in_executor(self._blocking, self.protection.stop)
+        still = self.protection.report.active()
         self._blocking.shutdown(wait=False)
-        bind_runtime(None)
-        await self.datasource.engine.dispose()
+        await hosting.shut_down(self.host)
         await self.pool.close()
         log.info(
             "worker_stopped",
-            drained=drained,
-            still_active=sorted(self.active),
+            drained=released,
+            still_active=sorted(still),
             seconds=round(time.monotonic() - started, 3),
         )

@@ -1,46 +1,16 @@
-"""Request and response bodies of the worker's HTTP API."""
+"""Request and response bodies of the worker's generic API."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any
 
 import msgspec
 
-Count = Annotated[int, msgspec.Meta(ge=1, le=100, description="1 to 100")]
 DedupId = Annotated[
     str, msgspec.Meta(min_length=1, max_length=200, description="at most 200 characters")
 ]
-StepIndex = Annotated[int, msgspec.Meta(ge=0, le=99)]
-StepSeconds = Annotated[float, msgspec.Meta(ge=0, le=60)]
-
-
-class ChaosRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """Crash the worker process when the job reaches a step (WORKER_CHAOS=1 only).
-
-    `stall` blocks the event loop for a few seconds instead, as CPU-bound work would.
-    """
-
-    step: StepIndex
-    mode: Literal["segfault", "sigkill", "exit", "stall"] = "segfault"
-    child: StepIndex = 0
-    times: Annotated[int, msgspec.Meta(ge=1, le=1000)] | None = None  # None: every time
-
-
-class EnqueueRequest(msgspec.Struct, forbid_unknown_fields=True):
-    """A job: `children` child workflows of `steps` steps each. `{}` is the seed's 6 x 5."""
-
-    children: Count = 6
-    steps: Count = 5
-    dedup_id: DedupId | None = None  # default "<children>/<steps>", as in the seed
-    chaos: ChaosRequest | None = None
-    step_seconds: StepSeconds | None = None  # default WORKER_STEP_SECONDS
-
-
-class EnqueueResponse(msgspec.Struct):
-    workflow_id: str
-    status: str
-    dedup_id: str
-    queue: str
+Priority = Annotated[int, msgspec.Meta(ge=1, le=2**31 - 1, description="1 (first) to 2^31-1")]
+Delay = Annotated[float, msgspec.Meta(ge=0, le=30 * 86_400, description="seconds, up to 30 days")]
 
 
 class DedupHolder(msgspec.Struct):
@@ -52,44 +22,59 @@ class DedupHolder(msgspec.Struct):
     age_seconds: float
 
 
-class StepView(msgspec.Struct):
-    function_id: int
+class WorkflowType(msgspec.Struct):
     name: str
-    completed: bool
-    error: str | None
+    max_recovery_attempts: int | None  # None: unlimited
+    parameters: list[str]
 
 
-class ChildView(msgspec.Struct):
+class QueueInfo(msgspec.Struct):
+    name: str
+    worker_concurrency: int | None
+    global_concurrency: int | None
+    polling_interval_sec: float
+
+
+class Registry(msgspec.Struct):
+    """What this worker hosts: its declared workflows and its queues."""
+
+    workflows: list[WorkflowType]
+    queues: list[QueueInfo]
+
+
+class EnqueueWorkflow(msgspec.Struct, forbid_unknown_fields=True):
+    """Enqueue a declared workflow by name, with JSON arguments."""
+
+    workflow: Annotated[str, msgspec.Meta(min_length=1, max_length=500)]
+    args: list[Any] = msgspec.field(default_factory=list)
+    kwargs: dict[str, Any] = msgspec.field(default_factory=dict)
+    dedup_id: DedupId | None = None
+    priority: Priority | None = None
+    delay_seconds: Delay | None = None
+
+
+class Enqueued(msgspec.Struct):
     workflow_id: str
+    workflow: str
+    queue: str
     status: str
-    recovery_attempts: int
-    executor_id: str | None
-    steps: list[StepView]
+    dedup_id: str | None
 
 
-class QueuedWorkflow(msgspec.Struct):
+class Run(msgspec.Struct):
+    """A workflow's status, and its result or error once it ended."""
+
     workflow_id: str
     name: str
     status: str
-    recovery_attempts: int
+    queue: str | None
     executor_id: str | None
     application_version: str | None
     dedup_id: str | None
-    created_at: float
-    updated_at: float
-
-
-class WorkflowView(QueuedWorkflow):
-    """A queued workflow's summary, plus its queue, error and children."""
-
-    queue: str | None
-    error: str | None
-    children: list[ChildView]
-
-
-class QueueView(msgspec.Struct):
-    queue: str
-    queued_workflows: list[QueuedWorkflow]
+    created_at: float | None
+    updated_at: float | None
+    output: Any = None
+    error: str | None = None
 
 
 class Health(msgspec.Struct):

@@ -1,4 +1,4 @@
-"""The worker's settings, read once from the environment."""
+"""The worker's settings, read once from the environment (ConfigError names the variable)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,13 @@ import socket
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+from limbo import LeaseTiming, NotConfigured
 from services.shared.config import ConfigError, Env
 
 _EXECUTOR_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+_MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+DEFAULT_APP = "services.demo.job"
 
 
 def default_executor_id() -> str:
@@ -25,19 +29,17 @@ class WorkerSettings:
     app_name: str
     app_version: str
     executor_id: str
-    queue_name: str
-    worker_concurrency: int
-    queue_poll_interval: float
-    max_recovery_attempts: int | None
-    step_seconds: float
-    sleep_seconds: float
-    chaos_enabled: bool
-    heartbeat_interval: float
+    apps: tuple[str, ...]
+    dbos_schema: str
+    lease: LeaseTiming
     api_token: str | None
     shutdown_timeout: int
     readiness_timeout: float
     log_level: str
     log_format: str
+
+    def __repr__(self) -> str:  # never print the token or the URL's password
+        return f"WorkerSettings(executor_id={self.executor_id!r}, apps={self.apps!r})"
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> WorkerSettings:
@@ -56,6 +58,24 @@ class WorkerSettings:
         database_url = env.required_str("DATABASE_URL")
         if not database_url.startswith(("postgresql://", "postgres://", "postgresql+")):
             raise ConfigError("DATABASE_URL", "must be a postgresql:// URL")
+        apps = tuple(
+            a.strip() for a in env.string("WORKER_APP", DEFAULT_APP).split(",") if a.strip()
+        )
+        for app in apps:
+            if not _MODULE.match(app):
+                raise ConfigError("WORKER_APP", f"not an importable module name: {app!r}")
+        if not apps:
+            raise ConfigError("WORKER_APP", "names no module")
+        schema = env.string("DBOS_SYSTEM_SCHEMA", "dbos")
+        if not _IDENTIFIER.match(schema):
+            raise ConfigError(
+                "DBOS_SYSTEM_SCHEMA", f"must be a plain SQL identifier, got {schema!r}"
+            )
+        try:
+            lease = LeaseTiming.from_env(environ)
+        except NotConfigured as exc:
+            variable = str(exc).split(":", 1)[0]
+            raise ConfigError(variable, str(exc).split(":", 1)[-1].strip()) from None
         return cls(
             database_url=database_url,
             host=env.string("WORKER_HOST", "0.0.0.0"),
@@ -63,20 +83,9 @@ class WorkerSettings:
             app_name=env.string("APP_NAME", "limbo"),
             app_version=env.string("APP_VERSION", "0.1.0"),
             executor_id=executor_id,
-            queue_name=env.string("WORKER_QUEUE_NAME", "example-queue"),
-            worker_concurrency=env.integer("WORKER_CONCURRENCY", 10, minimum=1, maximum=1000),
-            queue_poll_interval=env.number(
-                "WORKER_QUEUE_POLL_INTERVAL", 0.25, minimum=0.01, maximum=60
-            ),
-            max_recovery_attempts=env.optional_int("WORKER_MAX_RECOVERY_ATTEMPTS", minimum=0)
-            if env.raw("WORKER_MAX_RECOVERY_ATTEMPTS") is not None
-            else 2,
-            step_seconds=env.number("WORKER_STEP_SECONDS", 0.2, minimum=0, maximum=3600),
-            sleep_seconds=env.number("WORKER_SLEEP_SECONDS", 0.1, minimum=0, maximum=3600),
-            chaos_enabled=env.flag("WORKER_CHAOS", False),
-            heartbeat_interval=env.number(
-                "WORKER_HEARTBEAT_INTERVAL", 2.0, minimum=0.1, maximum=60
-            ),
+            apps=apps,
+            dbos_schema=schema,
+            lease=lease,
             api_token=env.optional_str("WORKER_API_TOKEN"),
             shutdown_timeout=env.integer("WORKER_SHUTDOWN_TIMEOUT", 20, minimum=0, maximum=3600),
             readiness_timeout=env.number("WORKER_READINESS_TIMEOUT", 1.0, minimum=0.05, maximum=30),

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from services.shared.localpg import free_port
-from tests.support.postgres import TestPostgres
-from tests.support.processes import ServiceProcess
-from tests.support.worker import Worker, worker_env
+from testkit.localpg import free_port
+from testkit.postgres import TestPostgres
+from testkit.processes import ServiceProcess
+from testkit.worker import Worker, worker_env
 
 
 @pytest.fixture(scope="module")
@@ -30,7 +30,7 @@ def api_worker(
     log: Path = tmp_path_factory.mktemp("api") / "worker.log"
     proc = ServiceProcess(
         "services.worker",
-        worker_env(url, port, "exec-api", WORKER_CHAOS="0", WORKER_STEP_SECONDS="0.001"),
+        worker_env(url, port, "exec-api", DEMO_CHAOS="0", DEMO_STEP_SECONDS="0.001"),
         log,
         on_start=pg.register_child,
         on_exit=pg.unregister_child,

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from tests.support.worker import Worker, step_effect_counts
+from testkit.worker import Worker, step_effect_counts
 
 
 async def test_job_runs_to_success_with_children_and_steps_visible(
@@ -96,7 +96,7 @@ def test_dedup_conflict_names_the_holder(api_worker: Worker) -> None:
 def test_chaos_is_refused_when_disabled(api_worker: Worker) -> None:
     response = api_worker.enqueue(children=1, steps=1, dedup_id="chaos-1", chaos={"step": 0})
     assert response.status_code == 403
-    assert "WORKER_CHAOS" in response.json()["detail"]
+    assert "DEMO_CHAOS" in response.json()["detail"]
     # Nothing was enqueued: the same dedup ID is still free.
     assert api_worker.enqueue(children=1, steps=1, dedup_id="chaos-1").status_code == 202
 
@@ -121,14 +121,15 @@ def test_health_metrics_and_openapi(api_worker: Worker) -> None:
     assert api_worker.http.get("/healthz").status_code == 200
     ready = api_worker.http.get("/readyz")
     assert ready.status_code == 200
-    assert set(ready.json()["ok"]) == {"dbos", "database", "heartbeat"}
+    assert set(ready.json()["ok"]) == {"dbos", "database", "lease"}
     api_worker.http.get("/workflows/some-id")
     metrics = api_worker.http.get("/metrics").text
     for name in (
         "limbo_worker_workflows_enqueued_total",
         "limbo_worker_dedup_rejections_total",
-        "limbo_worker_workflows_finished_total",
-        "limbo_worker_heartbeat_age_seconds",
+        "limbo_demo_workflows_finished_total",
+        "limbo_worker_lease_age_seconds",
+        "limbo_worker_active_workflows",
     ):
         assert name in metrics
     # HTTP metrics carry route templates, not raw paths.
@@ -137,6 +138,7 @@ def test_health_metrics_and_openapi(api_worker: Worker) -> None:
     schema = api_worker.http.get("/schema/openapi.json")
     assert schema.status_code == 200
     assert "/workflows" in schema.json()["paths"]
+    assert "/api/queues/{queue_name}/workflows" in schema.json()["paths"]
 
 
 def test_every_log_line_is_json_and_secret_free(api_worker: Worker) -> None:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import httpx
 
+from testkit.worker import start_worker
 from tests.conftest import Spawn
-from tests.support.worker import start_worker
 
 
 def test_token_required_except_for_health_and_metrics(spawn: Spawn, database_url: str) -> None:

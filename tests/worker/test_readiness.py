@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+from testkit.processes import wait_until
+from testkit.tcp_proxy import TcpProxy
+from testkit.worker import start_worker
 from tests.conftest import Spawn
-from tests.support.processes import wait_until
-from tests.support.tcp_proxy import TcpProxy
-from tests.support.worker import start_worker
 
 
 def test_readyz_goes_503_during_a_database_outage_and_recovers(

@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import signal
 
+from testkit.processes import wait_until
+from testkit.worker import fetch, start_worker, step_effect_counts
 from tests.conftest import Spawn
-from tests.support.processes import wait_until
-from tests.support.worker import fetch, start_worker, step_effect_counts
 
 
 async def test_segfault_at_a_step_then_restart_with_same_executor_recovers(
     spawn: Spawn, database_url: str
 ) -> None:
-    worker = start_worker(spawn, database_url, "exec-crash", WORKER_CHAOS="1")
+    worker = start_worker(spawn, database_url, "exec-crash", DEMO_CHAOS="1")
     response = worker.enqueue(
         children=2,
         steps=4,
@@ -26,7 +26,7 @@ async def test_segfault_at_a_step_then_restart_with_same_executor_recovers(
     assert code == -signal.SIGSEGV, f"worker exited with {code}, not by a segfault"
     crashes = await fetch(
         database_url,
-        "SELECT step FROM limbo.chaos_crashes WHERE workflow_id LIKE $1",
+        "SELECT step FROM limbo_demo.chaos_crashes WHERE workflow_id LIKE $1",
         workflow_id + "%",
     )
     assert [r["step"] for r in crashes] == [2]
@@ -34,7 +34,7 @@ async def test_segfault_at_a_step_then_restart_with_same_executor_recovers(
     # Child 0 finished and child 1 completed steps 0 and 1 before the crash.
     assert sum(before.values()) == 4 + 2
 
-    restarted = start_worker(spawn, database_url, "exec-crash", WORKER_CHAOS="1", name="restarted")
+    restarted = start_worker(spawn, database_url, "exec-crash", DEMO_CHAOS="1", name="restarted")
     view = restarted.wait_terminal(workflow_id, timeout=90)
     assert view["status"] == "SUCCESS"
     assert view["recovery_attempts"] >= 2  # the crashed run and the recovered one
@@ -48,7 +48,7 @@ async def test_segfault_at_a_step_then_restart_with_same_executor_recovers(
 
 async def test_sigterm_mid_job_loses_nothing(spawn: Spawn, database_url: str) -> None:
     worker = start_worker(
-        spawn, database_url, "exec-term", WORKER_SHUTDOWN_TIMEOUT="1", WORKER_STEP_SECONDS="0.2"
+        spawn, database_url, "exec-term", WORKER_SHUTDOWN_TIMEOUT="1", DEMO_STEP_SECONDS="0.2"
     )
     response = worker.enqueue(children=2, steps=10, dedup_id="term-1")
     workflow_id = response.json()["workflow_id"]

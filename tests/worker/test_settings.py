@@ -7,7 +7,8 @@ import sys
 
 import pytest
 
-from services.shared.config import ConfigError
+from services.demo.settings import DemoSettings
+from services.shared.config import ConfigError, Env, load_fields
 from services.worker.settings import WorkerSettings, default_executor_id
 
 BASE = {"DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/db"}
@@ -22,9 +23,13 @@ BASE = {"DATABASE_URL": "postgresql://u:pw@127.0.0.1:1/db"}
         ({**BASE, "WORKER_PORT": "70000"}, "WORKER_PORT"),
         ({**BASE, "WORKER_EXECUTOR_ID": "local"}, "WORKER_EXECUTOR_ID"),
         ({**BASE, "WORKER_EXECUTOR_ID": "has space"}, "WORKER_EXECUTOR_ID"),
-        ({**BASE, "WORKER_CHAOS": "maybe"}, "WORKER_CHAOS"),
-        ({**BASE, "WORKER_MAX_RECOVERY_ATTEMPTS": "-1"}, "WORKER_MAX_RECOVERY_ATTEMPTS"),
-        ({**BASE, "WORKER_HEARTBEAT_INTERVAL": "nan"}, "WORKER_HEARTBEAT_INTERVAL"),
+        ({**BASE, "LIMBO_BEAT_INTERVAL": "nan"}, "LIMBO_BEAT_INTERVAL"),
+        (
+            {**BASE, "LIMBO_SESSION_GRACE": "0.1"},
+            "LIMBO_BEAT_INTERVAL / LIMBO_SESSION_GRACE / LIMBO_LEASE",
+        ),
+        ({**BASE, "WORKER_APP": "not a module"}, "WORKER_APP"),
+        ({**BASE, "DBOS_SYSTEM_SCHEMA": "x;y"}, "DBOS_SYSTEM_SCHEMA"),
     ],
 )
 def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> None:
@@ -34,14 +39,34 @@ def test_bad_values_name_the_variable(env: dict[str, str], variable: str) -> Non
     assert variable in str(caught.value)
 
 
+@pytest.mark.parametrize(
+    ("env", "variable"),
+    [
+        ({"DEMO_CHAOS": "maybe"}, "DEMO_CHAOS"),
+        ({"DEMO_MAX_RECOVERY_ATTEMPTS": "-1"}, "DEMO_MAX_RECOVERY_ATTEMPTS"),
+        ({"DEMO_QUEUE_CONCURRENCY": "0"}, "DEMO_QUEUE_CONCURRENCY"),
+    ],
+)
+def test_bad_demo_values_name_the_variable(env: dict[str, str], variable: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_fields(DemoSettings, Env(env))
+    assert caught.value.variable == variable
+
+
 def test_defaults_follow_the_seed() -> None:
     settings = WorkerSettings.from_env(BASE)
     assert settings.port == 8000
-    assert settings.max_recovery_attempts == 2
-    assert settings.queue_name == "example-queue"
+    assert settings.apps == ("services.demo.job",)
     assert settings.executor_id == default_executor_id() != "local"
-    assert not settings.chaos_enabled
-    assert settings.heartbeat_interval == 2.0
+    assert (settings.lease.beat_s, settings.lease.grace_s, settings.lease.lease_s) == (
+        0.25,
+        1.0,
+        5.0,
+    )
+    demo = load_fields(DemoSettings, Env({}))
+    assert demo.max_recovery_attempts == 2
+    assert demo.queue_name == "example-queue"
+    assert not demo.chaos_enabled
 
 
 def test_process_exits_2_with_the_variable_and_no_secret() -> None:
@@ -56,3 +81,22 @@ def test_process_exits_2_with_the_variable_and_no_secret() -> None:
     assert result.returncode == 2
     assert "WORKER_PORT" in result.stderr
     assert "topsecret" not in result.stderr + result.stdout
+
+
+def test_a_bad_hosted_app_setting_stops_the_process_with_2(database_url: str) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "services.worker"],
+        env={
+            "DATABASE_URL": database_url,
+            "WORKER_PORT": "18931",
+            "WORKER_EXECUTOR_ID": "bad-demo",
+            "DEMO_QUEUE_CONCURRENCY": "zero",
+            "PATH": "/usr/bin:/bin",
+        },
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 2, result.stdout[-2000:]
+    assert "DEMO_QUEUE_CONCURRENCY" in result.stderr

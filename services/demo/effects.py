@@ -11,7 +11,7 @@ import asyncpg
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.shared.schema import SCHEMA
+from services.demo.schema import SCHEMA
 
 _RECORD_STEP = sa.text(
     f"INSERT INTO {SCHEMA}.step_effects (workflow_id, step, executor_id, pid)"

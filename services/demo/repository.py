@@ -1,4 +1,4 @@
-"""Read-only SQL on DBOS's tables for the API (DBOS's tables are never written here)."""
+"""Read-only SQL on DBOS's tables for the demo's views (DBOS's tables are never written here)."""
 
 from __future__ import annotations
 
@@ -6,61 +6,33 @@ from typing import Any
 
 import asyncpg
 
-from services.worker.schemas import (
-    ChildView,
-    DedupHolder,
-    QueuedWorkflow,
-    StepView,
-    WorkflowView,
-)
-
-DBOS_SCHEMA = "dbos"
-_NOW_MS = "(extract(epoch FROM now()) * 1000)"
+from services.demo.schemas import ChildView, QueuedWorkflow, StepView, WorkflowView
 
 
 class WorkflowRepository:
-    def __init__(self, pool: asyncpg.Pool, step_name: str) -> None:
+    def __init__(self, pool: asyncpg.Pool, step_name: str, dbos_schema: str) -> None:
         self._pool = pool
         self._step_name = step_name
-
-    async def dedup_holder(self, queue: str, dedup_id: str) -> DedupHolder | None:
-        row = await self._pool.fetchrow(
-            f"""SELECT workflow_uuid, status, recovery_attempts, executor_id,
-                       application_version, ({_NOW_MS} - created_at) / 1000.0 AS age
-                FROM {DBOS_SCHEMA}.workflow_status
-                WHERE queue_name = $1 AND deduplication_id = $2""",
-            queue,
-            dedup_id,
-        )
-        if row is None:
-            return None
-        return DedupHolder(
-            workflow_id=row["workflow_uuid"],
-            status=row["status"],
-            recovery_attempts=int(row["recovery_attempts"] or 0),
-            executor_id=row["executor_id"],
-            application_version=row["application_version"],
-            age_seconds=round(float(row["age"]), 3),
-        )
+        self._schema = f'"{dbos_schema}"'
 
     async def workflow(self, workflow_id: str) -> WorkflowView | None:
         async with self._pool.acquire() as conn:
             row = await conn.fetchrow(
-                f"SELECT * FROM {DBOS_SCHEMA}.workflow_status WHERE workflow_uuid = $1",
+                f"SELECT * FROM {self._schema}.workflow_status WHERE workflow_uuid = $1",
                 workflow_id,
             )
             if row is None:
                 return None
             children = await conn.fetch(
                 f"""SELECT workflow_uuid, status, recovery_attempts, executor_id
-                    FROM {DBOS_SCHEMA}.workflow_status WHERE parent_workflow_id = $1
+                    FROM {self._schema}.workflow_status WHERE parent_workflow_id = $1
                     ORDER BY created_at, workflow_uuid""",
                 workflow_id,
             )
             steps = await conn.fetch(
                 f"""SELECT workflow_uuid, function_id, function_name, output IS NOT NULL
                            OR completed_at_epoch_ms IS NOT NULL AS completed, error
-                    FROM {DBOS_SCHEMA}.operation_outputs
+                    FROM {self._schema}.operation_outputs
                     WHERE workflow_uuid = ANY($1::text[]) AND function_name = $2
                     ORDER BY workflow_uuid, function_id""",
                 [c["workflow_uuid"] for c in children],
@@ -96,7 +68,7 @@ class WorkflowRepository:
         rows = await self._pool.fetch(
             f"""SELECT workflow_uuid, name, status, recovery_attempts, executor_id,
                        application_version, deduplication_id, created_at, updated_at
-                FROM {DBOS_SCHEMA}.workflow_status
+                FROM {self._schema}.workflow_status
                 WHERE queue_name = $1 AND status IN ('ENQUEUED', 'PENDING')
                 ORDER BY created_at LIMIT $2""",
             queue,
