@@ -61,9 +61,9 @@ def restart_later(writer: LockedWriter, name: str, delay: float) -> None:
 
             rpc = childutils.getRPCInterface(os.environ)  # type: ignore[no-untyped-call]
             rpc.supervisor.startProcess(name, False)
-            log(writer, "warning", "program restarted after fatal", program=name)
+            log(writer, "warning", "program_restarted_after_fatal", program=name)
         except Exception as exc:  # report and carry on: the next FATAL tries again
-            log(writer, "error", "restart after fatal failed", program=name, error=repr(exc))
+            log(writer, "error", "restart_after_fatal_failed", program=name, error=repr(exc))
 
     timer = threading.Timer(delay, start)
     timer.daemon = True
@@ -93,16 +93,22 @@ def handle(
     if "pid" in payload:
         fields["pid"] = int(payload["pid"])
     if event == "PROCESS_STATE_FATAL":
-        log(writer, "error", "program gave up", **fields)
+        log(writer, "error", "program_gave_up", **fields)
         if name in exit_on_fatal:
-            log(writer, "error", "stopping supervisord: an essential program gave up", program=name)
+            log(
+                writer,
+                "error",
+                "supervisord_stopping",
+                reason="an essential program gave up",
+                program=name,
+            )
             os.kill(os.getppid(), signal.SIGTERM)
         elif name in restart_on_fatal:
             restart_later(writer, name, restart_delay)
         return
     unexpected = event == "PROCESS_STATE_EXITED" and payload.get("expected") == "0"
     level = "warning" if event in WARNING_STATES or unexpected else "info"
-    log(writer, level, "program state", **fields)
+    log(writer, level, "program_state", **fields)
 
 
 def serve(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
@@ -128,7 +134,7 @@ def serve(args: argparse.Namespace, stdin: TextIO, stdout: TextIO) -> None:
                 restart_delay=args.restart_delay,
             )
         except Exception:
-            log(writer, "error", "event handling failed", error=traceback.format_exc())
+            log(writer, "error", "event_handling_failed", error=traceback.format_exc())
         stdout.write("RESULT 2\nOK")
         stdout.flush()
 

@@ -18,7 +18,7 @@ from types import FrameType
 
 from services.shared.config import ConfigError, Env
 from services.shared.dsn import redact
-from services.shared.localpg import LocalPostgres, LocalPostgresError, locate_project_cluster
+from testkit.localpg import LocalPostgres, LocalPostgresError, locate_project_cluster
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG = ROOT / "deploy" / "supervisord.conf"

@@ -25,6 +25,8 @@ import yaml  # type: ignore[import-untyped]
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "deploy" / "Dockerfile"
 COMPOSE = ROOT / "deploy" / "compose.yaml"
+POSTGRES_DOCKERFILE = ROOT / "deploy" / "postgres" / "Dockerfile"
+POSTGRES_ENTRYPOINT = ROOT / "deploy" / "postgres" / "entrypoint.sh"
 HEALTHCHECK = ROOT / "deploy" / "container" / "healthcheck.py"
 
 
@@ -136,6 +138,26 @@ def test_compose_stop_grace_period_exceeds_supervisords_stop() -> None:
     # a read-only root needs the run directory supervisord writes to
     assert limbo["read_only"] is True
     assert "/tmp" in limbo["tmpfs"]  # noqa: S108 - a path inside the container
+
+
+def test_the_debian_postgres_image_takes_what_compose_gives_it() -> None:
+    """deploy/postgres/ stands in for the official image: same variables, data directory and
+    healthcheck tool (`make container-test` runs compose with it)."""
+    postgres = compose()["services"]["postgres"]
+    entrypoint = POSTGRES_ENTRYPOINT.read_text()
+    for variable in postgres["environment"]:
+        assert f"${{{variable}" in entrypoint, f"the entrypoint ignores {variable}"
+    dockerfile = POSTGRES_DOCKERFILE.read_text()
+    pgdata = re.search(r"^\s+PGDATA=(\S+)$", dockerfile, re.M)  # in the ENV instruction
+    assert pgdata is not None
+    assert any(volume.endswith(f":{pgdata.group(1)}") for volume in postgres["volumes"])
+    assert f"VOLUME {pgdata.group(1)}" in dockerfile
+    # pg_isready (the healthcheck) and postgres come from the server's bin directory on PATH
+    assert "pg_isready" in postgres["healthcheck"]["test"][1]
+    assert "ENV PATH=/usr/lib/postgresql/${PG_MAJOR}/bin:$PATH" in dockerfile
+    assert "STOPSIGNAL SIGINT" in dockerfile  # fast shutdown, not smart
+    assert os.access(POSTGRES_ENTRYPOINT, os.X_OK)
+    assert 'ENTRYPOINT ["/usr/local/bin/postgres-entrypoint"]' in dockerfile
 
 
 class _Handler(http.server.BaseHTTPRequestHandler):

@@ -1,14 +1,20 @@
-"""deploy/observability/: every metric the dashboard and the alert rules use is really exported.
+"""deploy/observability/: the alert rules hold up under promtool, and every metric the dashboard
+and the alert rules use is really exported.
 
-Starts the real worker and supervisor against a fresh database, drives one job through the
-worker (so that labelled series exist), scrapes both /metrics and compares metric names.
-Label names used in selectors and `by (...)` clauses are checked the same way.
+promtool (Debian's, see testkit/promtool.py) checks alerts.yaml and runs its unit tests,
+alerts.test.yaml, in which every alert must fire on a synthetic series and stay silent on a
+healthy one. The metric check starts the real worker and supervisor against a fresh database,
+drives one job through the worker (so that labelled series exist), scrapes both /metrics and
+compares metric names. Label names used in selectors and `by (...)` clauses are checked the
+same way.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import shutil
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -17,13 +23,15 @@ import httpx
 import pytest
 import yaml  # type: ignore[import-untyped]
 
-from services.shared.localpg import free_port
+from testkit.localpg import free_port
+from testkit.promtool import PromtoolUnavailable, ensure_promtool
 from tests.conftest import Spawn
 
 ROOT = Path(__file__).resolve().parents[2]
 OBSERVABILITY = ROOT / "deploy" / "observability"
 DASHBOARD = OBSERVABILITY / "limbo-dashboard.json"
 ALERTS = OBSERVABILITY / "alerts.yaml"
+ALERT_TESTS = OBSERVABILITY / "alerts.test.yaml"
 # Series that Prometheus makes itself, not the services; nothing else is exempt.
 PROMETHEUS_OWN = {"up"}
 # Labels Prometheus attaches to every scraped series.
@@ -163,8 +171,8 @@ def scraped(spawn: Spawn, database_url: str) -> tuple[set[str], set[str]]:
             "WORKER_PORT": str(worker_port),
             "WORKER_API_TOKEN": token,
             "WORKER_EXECUTOR_ID": "obs-worker",
-            "WORKER_STEP_SECONDS": "0.01",
-            "WORKER_SLEEP_SECONDS": "0.01",
+            "DEMO_STEP_SECONDS": "0.01",
+            "DEMO_SLEEP_SECONDS": "0.01",
         },
         name="worker",
     )
@@ -237,3 +245,122 @@ def test_every_used_metric_is_exported(scraped: tuple[set[str], set[str]]) -> No
         f"labels used but not on any exported series: {sorted(unknown_labels)}; "
         f"exported: {sorted(exported_labels)}"
     )
+
+
+# -- promtool: the rules are valid, and each alert fires and stays silent when it should ------
+
+
+@pytest.fixture(scope="session")
+def promtool() -> Path:
+    try:
+        return ensure_promtool()
+    except PromtoolUnavailable as exc:
+        pytest.fail(f"promtool is needed: {exc}")
+
+
+def run_promtool(promtool: Path, *args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [str(promtool), *map(str, args)], capture_output=True, text=True, timeout=120, check=False
+    )
+
+
+def test_promtool_checks_the_rules(promtool: Path) -> None:
+    result = run_promtool(promtool, "check", "rules", ALERTS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    found = re.search(r"SUCCESS: (\d+) rules found", result.stdout)
+    assert found is not None, result.stdout
+    assert int(found.group(1)) == len(alerts())
+
+
+def test_promtool_unit_tests_of_the_alerts_pass(promtool: Path) -> None:
+    result = run_promtool(promtool, "test", "rules", ALERT_TESTS)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "SUCCESS" in result.stdout
+
+
+def duration(text: str) -> float:
+    """A Prometheus duration (`90s`, `15m`, `1h30m`) in seconds."""
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800, "y": 31536000}
+    parts = re.findall(r"(\d+)(ms|s|m|h|d|w|y)", text)
+    if not parts or "".join(n + u for n, u in parts) != text:
+        raise ValueError(f"not a duration: {text!r}")
+    return sum(int(number) * units[unit] for number, unit in parts)
+
+
+def alerts(rules: dict[str, Any] | None = None) -> dict[str, float]:
+    """alert name -> its `for`, in seconds."""
+    rules = rules if rules is not None else yaml.safe_load(ALERTS.read_text())
+    return {
+        rule["alert"]: duration(rule.get("for", "0s"))
+        for group in rules["groups"]
+        for rule in group["rules"]
+        if "alert" in rule
+    }
+
+
+def missing_cases(rules: dict[str, Any], unit_tests: dict[str, Any]) -> list[str]:
+    """What the unit tests lack: for each alert, a case where it fires and one where it stays
+    silent on input series, each evaluated once the alert's `for` has passed."""
+    fires: set[str] = set()
+    silent: set[str] = set()
+    wanted = alerts(rules)
+    for group in unit_tests.get("tests", []):
+        for case in group.get("alert_rule_test", []):
+            name = case["alertname"]
+            if name not in wanted or duration(case["eval_time"]) < wanted[name]:
+                continue  # pending alerts are never reported: such a case proves nothing
+            if case.get("exp_alerts"):
+                fires.add(name)
+            elif group.get("input_series"):
+                silent.add(name)
+    return [f"{name}: no case where it fires" for name in wanted if name not in fires] + [
+        f"{name}: no case where it stays silent" for name in wanted if name not in silent
+    ]
+
+
+def test_every_alert_has_a_firing_and_a_silent_case() -> None:
+    unit_tests = yaml.safe_load(ALERT_TESTS.read_text())
+    assert unit_tests["rule_files"] == [ALERTS.name]
+    assert not missing_cases(yaml.safe_load(ALERTS.read_text()), unit_tests)
+
+
+def test_an_alert_without_cases_is_noticed() -> None:
+    rules = yaml.safe_load(ALERTS.read_text())
+    unit_tests = yaml.safe_load(ALERT_TESTS.read_text())
+    rules["groups"][0]["rules"].append({"alert": "LimboNew", "expr": "vector(1)", "for": "5m"})
+    assert missing_cases(rules, unit_tests) == [
+        "LimboNew: no case where it fires",
+        "LimboNew: no case where it stays silent",
+    ]
+    # a silent case evaluated before the alert's `for` does not count
+    unit_tests["tests"].append(
+        {
+            "input_series": [{"series": "up", "values": "1x10"}],
+            "alert_rule_test": [
+                {"eval_time": "4m", "alertname": "LimboNew", "exp_alerts": []},
+                {"eval_time": "6m", "alertname": "LimboNew", "exp_alerts": [{"exp_labels": {}}]},
+            ],
+        }
+    )
+    assert missing_cases(rules, unit_tests) == ["LimboNew: no case where it stays silent"]
+
+
+@pytest.mark.parametrize(
+    ("mutation", "expr"),
+    [("never fires", "vector(1) < 0"), ("always fires", "vector(1)")],
+)
+def test_the_unit_tests_catch_a_broken_alert(
+    promtool: Path, tmp_path: Path, mutation: str, expr: str
+) -> None:
+    """With every expression replaced by one that never (always) fires, the firing (silent)
+    case of every single alert fails."""
+    rules = yaml.safe_load(ALERTS.read_text())
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            rule["expr"] = expr
+    (tmp_path / ALERTS.name).write_text(yaml.safe_dump(rules))
+    shutil.copy(ALERT_TESTS, tmp_path / ALERT_TESTS.name)
+    result = run_promtool(promtool, "test", "rules", tmp_path / ALERT_TESTS.name)
+    assert result.returncode != 0, f"{mutation}: {result.stdout}"
+    failed = set(re.findall(r"alertname: (\w+), time:", result.stdout + result.stderr))
+    assert failed == set(alerts()), f"{mutation}: not caught for {set(alerts()) - failed}"

@@ -33,14 +33,14 @@ from typing import Any
 import httpx
 import pytest
 
-from services.shared.localpg import (
+from testkit.localpg import (
     RELOCATE_ENV,
     SERVER_USER,
     clean_project_cluster,
     free_port,
     reap_stale_servers,
 )
-from tests.support.processes import ROOT, ServiceProcess, wait_until
+from testkit.processes import ROOT, ServiceProcess, wait_until
 
 pytestmark = [
     pytest.mark.slow,
@@ -95,7 +95,7 @@ class Clone:
 
     def localpg(self, command: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [str(self.path / ".venv" / "bin" / "python"), "-m", "services.shared.localpg", command],
+            [str(self.path / ".venv" / "bin" / "python"), "-m", "testkit.localpg", command],
             cwd=self.path,
             env={**os.environ, **self.env},
             capture_output=True,

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.shared.localpg import free_port
+from testkit.localpg import free_port
 from tests.conftest import Spawn
 
 

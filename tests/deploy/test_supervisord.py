@@ -81,7 +81,7 @@ def test_stdout_carries_whole_unmixed_json_lines(supervisords: list[Supervisord]
         assert seqs == list(range(LINES_PER_PROGRAM)), f"{program}: lines lost or reordered"
     # supervisord's own messages stay off stdout; state changes arrive as JSON from the listener
     assert {"worker", "supervisor"} <= {
-        str(r["program"]) for r in events(sv, "program state", state="STARTING")
+        str(r["program"]) for r in events(sv, "program_state", state="STARTING")
     }
 
 
@@ -115,8 +115,8 @@ def test_crash_looping_worker_backs_off_and_leaves_the_supervisor_alone(
     assert len(sv.start_times("supervisor")) == 1, "the sidecar was restarted"
     assert sv.proc is not None
     assert sv.proc.poll() is None, "supervisord exited"
-    assert events(sv, "program state", program="worker", state="BACKOFF")
-    assert not events(sv, "program gave up")
+    assert events(sv, "program_state", program="worker", state="BACKOFF")
+    assert not events(sv, "program_gave_up")
 
 
 def test_fatal_worker_is_started_again(supervisords: list[Supervisord]) -> None:
@@ -131,12 +131,12 @@ def test_fatal_worker_is_started_again(supervisords: list[Supervisord]) -> None:
     )
     sv = launch(supervisords, config)
     sv.wait_for(
-        lambda: events(sv, "program restarted after fatal", program="worker"),
+        lambda: events(sv, "program_restarted_after_fatal", program="worker"),
         30,
         "the listener to start the fatal worker again",
     )
     sv.wait_for(lambda: len(sv.start_times("worker")) >= 3, 10, "a start after the restart")
-    assert events(sv, "program gave up", program="worker")
+    assert events(sv, "program_gave_up", program="worker")
     assert len(sv.start_times("supervisor")) == 1, "the sidecar was restarted"
     assert sv.proc is not None
     assert sv.proc.poll() is None, "supervisord exited"
@@ -155,8 +155,8 @@ def test_fatal_supervisor_stops_supervisord_after_a_graceful_worker_stop(
     assert len(sv.start_times("supervisor")) == 1 + int(
         parsed_config()["program:supervisor"]["startretries"]
     )
-    assert events(sv, "program gave up", program="supervisor")
-    assert events(sv, "stopping supervisord: an essential program gave up")
+    assert events(sv, "program_gave_up", program="supervisor")
+    assert events(sv, "supervisord_stopping")
     assert events(sv, "drained", program="worker"), "the worker was not stopped gracefully"
     assert code == 0
 
@@ -170,7 +170,7 @@ def test_stop_drains_the_worker_first_then_the_supervisor(
     }
     sv = launch(supervisords, derived_config(commands))
     sv.wait_for(
-        lambda: len(events(sv, "serving")) == 2 and events(sv, "program state", state="RUNNING"),
+        lambda: len(events(sv, "serving")) == 2 and events(sv, "program_state", state="RUNNING"),
         30,
         "both programs to run",
     )
