@@ -8,8 +8,8 @@ from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
+from testkit.worker import fetch
 from tests.resilience.stack import Stack, process_alive, processes_of_run
-from tests.support.worker import fetch
 
 
 async def job_states(database_url: str, ids: list[str]) -> dict[str, str]:
@@ -52,7 +52,7 @@ async def effect_counts(database_url: str, ids: list[str]) -> list[int]:
     """How many times each step effect of these jobs' children happened."""
     rows = await fetch(
         database_url,
-        "SELECT count(*) AS n FROM limbo.step_effects e"
+        "SELECT count(*) AS n FROM limbo_demo.step_effects e"
         " JOIN dbos.workflow_status w ON w.workflow_uuid = e.workflow_id"
         " WHERE w.parent_workflow_id = ANY($1) GROUP BY e.workflow_id, e.step",
         ids,

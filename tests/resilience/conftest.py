@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from testkit.postgres import TestPostgres
 from tests.resilience.stack import Stack
-from tests.support.postgres import TestPostgres
 
 SUMMARY: list[str] = []
 

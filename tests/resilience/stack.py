@@ -8,7 +8,6 @@ row, not the relay supervisord started) gets SIGKILL; the stack gets SIGTERM.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import signal
 import subprocess
@@ -20,9 +19,9 @@ from typing import Any
 
 import httpx
 
-from services.shared.localpg import free_port
-from tests.support.processes import ROOT, wait_until
-from tests.support.worker import Worker
+from testkit.localpg import free_port
+from testkit.processes import ROOT, ServiceProcess, wait_until
+from testkit.worker import Worker
 
 CONFIG = ROOT / "deploy" / "supervisord.conf"
 
@@ -51,10 +50,9 @@ class Stack:
             "WORKER_PORT": str(self.worker_port),
             "WORKER_HOST": "127.0.0.1",
             "WORKER_EXECUTOR_ID": self.executor_id,
-            "WORKER_CHAOS": "1",
-            "WORKER_HEARTBEAT_INTERVAL": "0.5",
-            "WORKER_STEP_SECONDS": "0.02",
-            "WORKER_SLEEP_SECONDS": "0.01",
+            "DEMO_CHAOS": "1",
+            "DEMO_STEP_SECONDS": "0.02",
+            "DEMO_SLEEP_SECONDS": "0.01",
             "WORKER_SHUTDOWN_TIMEOUT": "10",
             "SUPERVISOR_PORT": str(self.supervisor_port),
             "SUPERVISOR_HOST": "127.0.0.1",
@@ -62,10 +60,15 @@ class Stack:
             "LOG_FORMAT": "json",
             **env,
         }
-        self._on_start = on_start
-        self._on_exit = on_exit
-        self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = run_dir / "stdout.log"
+        self.supervisord = ServiceProcess(
+            "supervisord",
+            self.env,
+            self.log_path,
+            on_start=on_start,
+            on_exit=on_exit,
+            argv=[sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(CONFIG)],
+        )
         self.worker = Worker(self.worker_port)
         self.supervisor = httpx.Client(
             base_url=f"http://127.0.0.1:{self.supervisor_port}", timeout=10
@@ -73,19 +76,7 @@ class Stack:
 
     # -- lifecycle -----------------------------------------------------------------
     def start(self) -> Stack:
-        log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "supervisor.supervisord", "-n", "-c", str(CONFIG)],
-            env=self.env,
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
-        log.close()
-        if self._on_start:
-            self._on_start(self.proc.pid)
+        self.supervisord.start()
         return self
 
     def wait_ready(self, timeout: float = 90.0) -> Stack:
@@ -103,39 +94,29 @@ class Stack:
         return self
 
     def _check_alive(self) -> None:
-        if self.proc is not None and self.proc.poll() is not None:
+        if self.supervisord.proc is not None and not self.supervisord.alive():
             tail = "\n".join(self.log_lines()[-40:])
-            raise RuntimeError(f"supervisord exited with {self.proc.returncode}:\n{tail}")
+            code = self.supervisord.proc.returncode
+            raise RuntimeError(f"supervisord exited with {code}:\n{tail}")
 
     def terminate(self, timeout: float = 90.0) -> int:
         """SIGTERM to supervisord (PID 1 in a container): graceful stop of everything."""
-        assert self.proc is not None
-        self.proc.send_signal(signal.SIGTERM)
+        self.supervisord.signal(signal.SIGTERM)
         try:
-            code = self.proc.wait(timeout)
+            return self.supervisord.wait(timeout)
         except subprocess.TimeoutExpired:
             self.kill()
             raise
-        if self._on_exit:
-            self._on_exit(self.proc.pid)
-        return code
 
     def kill(self) -> None:
-        if self.proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.killpg(self.proc.pid, signal.SIGKILL)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            self.proc.wait(10)
+        self.supervisord.kill()
         # Programs run in their own process groups under supervisord: end them too.
         for pid, _ in processes_of_run(self.run_dir):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-        if self._on_exit:
-            self._on_exit(self.proc.pid)
 
     def close(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
+        if self.supervisord.alive():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.terminate(timeout=60)
         self.kill()
@@ -144,12 +125,10 @@ class Stack:
 
     # -- observation ---------------------------------------------------------------
     def log_lines(self) -> list[str]:
-        if not self.log_path.exists():
-            return []
-        return self.log_path.read_text(errors="replace").splitlines()
+        return self.supervisord.log_lines()
 
     def json_lines(self) -> list[dict[str, Any]]:
-        return [json.loads(line) for line in self.log_lines() if line.strip()]
+        return self.supervisord.json_lines()
 
     def ctl(self, *args: str) -> str:
         result = subprocess.run(

@@ -16,7 +16,7 @@ from tests.resilience.conftest import StackFactory, record
 def test_no_server_errors_for_any_generated_request(
     stacks: StackFactory, database_url: str
 ) -> None:
-    stack = stacks(database_url, WORKER_CHAOS="0").wait_ready()
+    stack = stacks(database_url, DEMO_CHAOS="0").wait_ready()
     base = stack.worker.base
     schema = schemathesis.openapi.from_url(f"{base}/schema/openapi.json")
     operations = [result.ok() for result in schema.get_all_operations()]  # type: ignore[union-attr]

@@ -11,7 +11,10 @@ from collections import Counter
 
 import httpx
 
-from services.shared.localpg import free_port, start_owned_server
+from testkit.localpg import free_port, start_owned_server
+from testkit.postgres import TestPostgres
+from testkit.processes import ServiceProcess, wait_until
+from testkit.worker import fetch
 from tests.conftest import Spawn
 from tests.resilience.common import (
     audit_applied,
@@ -24,9 +27,6 @@ from tests.resilience.common import (
 )
 from tests.resilience.conftest import StackFactory, record
 from tests.resilience.stack import process_alive
-from tests.support.postgres import TestPostgres
-from tests.support.processes import ServiceProcess, wait_until
-from tests.support.worker import fetch
 
 # The bound we state for releasing the seed's crash-looping job (README).
 CRASH_LOOP_RELEASE_BOUND_S = 90
@@ -74,7 +74,7 @@ async def test_the_seeds_crash_loop_releases_its_dedup_id(
         seed_id,
     )
     assert rows[0]["deduplication_id"] is None
-    crashes = await fetch(database_url, "SELECT count(*) AS n FROM limbo.chaos_crashes")
+    crashes = await fetch(database_url, "SELECT count(*) AS n FROM limbo_demo.chaos_crashes")
     assert crashes[0]["n"] >= 3, "the worker did not crash-loop"
 
     stack.wait_ready(timeout=60)
@@ -141,7 +141,10 @@ async def test_a_replaced_worker_takes_over_the_orphaned_jobs(
 
 
 async def test_postgres_stopped_10s_mid_load(pg: TestPostgres, stacks: StackFactory) -> None:
-    """Both services stay up (not ready meanwhile), recover, lose no job, act only whole."""
+    """The supervisor stays up (not ready meanwhile); the worker, unable to keep its lease
+    without the database, fences itself (exit 75) and supervisord restarts it; both are
+    ready again, no job is lost, no effect happens twice, and the supervisor acted only on
+    work of the fenced incarnation."""
     owned = start_owned_server()
     try:
         own = TestPostgres(base_url=owned.server.url, owned=owned)
@@ -174,21 +177,38 @@ async def test_postgres_stopped_10s_mid_load(pg: TestPostgres, stacks: StackFact
         stack.wait_ready(timeout=90)
         recovered = time.monotonic() - down_at
 
-        assert process_alive(worker_before), "the worker process did not survive the outage"
+        assert not process_alive(worker_before), "a worker without its lease kept running"
+        fenced = [
+            line
+            for line in stack.log_lines()
+            if '"lease_fenced"' in line or "fencing executor" in line
+        ]
+        assert fenced, "the worker exited without fencing itself"
+        worker_after = await worker_pid(stack)
+        assert worker_after is not None
+        assert worker_after != worker_before
         assert supervisor_pids(stack.run_dir) == supervisor_before
         await wait_all_success(database_url, ids, timeout=180)
         counts = await effect_counts(database_url, ids)
         assert len(counts) == 30 * 6
         assert set(counts) == {1}
-        # No supervisor action happened: the worker was alive all along.
-        assert await audit_applied(database_url) == []
+        # Every handover (if any) concerns work the fenced incarnation had claimed.
+        actions = await audit_applied(database_url)
+        assert {(a["rule"], a["action"]) for a in actions} <= {("orphaned", "reenqueue")}
+        for audit in await fetch(database_url, "SELECT evidence FROM limbo.audit"):
+            evidence = audit["evidence"]
+            if evidence["holder"] == "dead":
+                assert evidence["pid"] == worker_before, evidence  # the fenced incarnation
+            else:
+                assert evidence["holder"] == "not_listed", evidence
         record(
             "postgres_down_10s",
             "pass",
             ready_again_after_s=round(recovered, 1),
             jobs=30,
             lost=0,
-            supervisor_actions=0,
+            worker_fenced=True,
+            supervisor_actions=len(actions),
         )
     finally:
         owned.close()

@@ -8,10 +8,10 @@ import random
 import signal
 import time
 
+from testkit.processes import wait_until
 from tests.resilience.common import effect_counts, job_states, worker_pid
 from tests.resilience.conftest import StackFactory, record
 from tests.resilience.stack import process_alive
-from tests.support.processes import wait_until
 
 
 async def test_random_sigkills_while_200_jobs_run(stacks: StackFactory, database_url: str) -> None:
@@ -19,7 +19,7 @@ async def test_random_sigkills_while_200_jobs_run(stacks: StackFactory, database
     # in flight at three of the kills would otherwise be dead-lettered by DBOS, correctly,
     # which is the crash-loop scenario's subject, not this one's (no job lost or run twice).
     stack = stacks(
-        database_url, WORKER_CONCURRENCY="20", WORKER_MAX_RECOVERY_ATTEMPTS="100"
+        database_url, DEMO_QUEUE_CONCURRENCY="20", DEMO_MAX_RECOVERY_ATTEMPTS="100"
     ).wait_ready()
     jobs, steps = 200, 3
     ids = []
