@@ -24,7 +24,7 @@ from bench.benchmarks import Benchmark, all_benchmarks
 from bench.harness import BenchContext, Size
 from bench.machine import describe, load_average
 from bench.results import BenchResult, Run, render_table
-from tests.support.postgres import start_test_postgres
+from testkit.postgres import start_test_postgres
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "results"
 

@@ -1,8 +1,8 @@
 """The run's PostgreSQL, databases, service processes and cost accounting.
 
-Everything here reuses the test support code: the throwaway server of `tests.support.postgres`
+Everything here reuses the test support code: the throwaway server of `testkit.postgres`
 (one per run, DBOS's schema and ours in a template cloned per contestant), real processes of
-`tests.support.processes`, workers as `tests.support.worker` starts them. Processes are
+`testkit.processes`, workers as `testkit.worker` starts them. Processes are
 registered with the server's watchdog, so an interrupted run leaves nothing behind.
 """
 
@@ -20,18 +20,18 @@ import asyncpg
 import psutil
 
 from services.shared.dsn import asyncpg_dsn
-from services.shared.localpg import free_port
-from tests.support.postgres import TestPostgres
-from tests.support.processes import ServiceProcess
-from tests.support.worker import Worker, worker_env
+from testkit.localpg import free_port
+from testkit.postgres import TestPostgres
+from testkit.processes import ServiceProcess
+from testkit.worker import Worker, worker_env
 
 Size = Literal["smoke", "full"]
 
 # worker_env() tunes these for fast tests; benchmarks run the worker's own defaults.
 _TEST_TUNINGS = (
-    "WORKER_STEP_SECONDS",
-    "WORKER_SLEEP_SECONDS",
-    "WORKER_HEARTBEAT_INTERVAL",
+    "DEMO_STEP_SECONDS",
+    "DEMO_SLEEP_SECONDS",
+    "LIMBO_BEAT_INTERVAL",
     "WORKER_SHUTDOWN_TIMEOUT",
 )
 

@@ -2,9 +2,11 @@
 
 Rows are shaped like the worker's: parents `limbo.job` with one child `limbo.job_child`, each
 with its `operation_outputs` row (the parent's child start, the child's step). History is a
-realistic mix of terminal statuses; in-flight rows sit on live executors (fresh heartbeats in
-`limbo.executors`), and rows in limbo on a dead one, so the supervisor re-enqueues exactly
-those (the `orphaned` rule) and leaves every other row alone.
+realistic mix of terminal statuses; in-flight rows sit on live executors of the liveness
+contract (lease valid, session lock held by the benchmark's connection for as long as it
+stays open), and rows in limbo on an expired one (lease over a minute ago, claimed before
+that), so the supervisor re-enqueues exactly those (the `orphaned` rule) and leaves every
+other row alone.
 """
 
 from __future__ import annotations
@@ -13,10 +15,12 @@ from dataclasses import dataclass
 
 import asyncpg
 
+from limbo import LeaseTiming
 from services.shared.db import create_pool
-from services.supervisor.runner import prepare
+from services.supervisor.operating import Operator
+from services.supervisor.service import prepare
 from services.supervisor.settings import Settings, load_settings
-from services.supervisor.sweeper import Supervisor
+from testkit.dbos_rows import insert_executor
 
 APP_NAME = "limbo"
 APP_VERSION = "0.1.0"
@@ -26,6 +30,10 @@ CHILD = "limbo.job_child"
 STEP = "limbo.job_step"
 DEAD_EXECUTOR = "bench-dead"
 LIVE_EXECUTORS = ("bench-live-0", "bench-live-1", "bench-live-2")
+# The dead executor's last beat: its 5 s lease ended 55 s ago. Rows in limbo were claimed
+# before that (DEAD_CLAIMED_AGO_MS), as the supervisor requires to hand them over.
+DEAD_SEEN_AGO_S = 60.0
+DEAD_CLAIMED_AGO_MS = 120_000
 NOW_MS = "(extract(epoch FROM now()) * 1000)::bigint"
 
 # Terminal mix of history, per 1000 rows: the rest are SUCCESS.
@@ -38,7 +46,7 @@ _HISTORY_STATUS = """CASE
 
 @dataclass
 class OpenSupervisor:
-    supervisor: Supervisor
+    operator: Operator
     pool: asyncpg.Pool
 
     async def close(self) -> None:
@@ -52,33 +60,31 @@ def supervisor_defaults() -> Settings:
 
 def describe_defaults() -> str:
     s = supervisor_defaults()
+    lease = LeaseTiming()
     return (
         f"supervisor defaults: batch {s.batch_size} per sweep, poll {s.poll_interval:g} s, "
-        f"scan limit {s.scan_limit}, executor timeout {s.rules.executor_timeout_ms / 1000:g} s"
+        f"liveness probe {s.liveness_poll_interval:g} s, scan limit {s.scan_limit}, "
+        f"log summary above {s.log_summary_above} decisions; lease defaults: beat "
+        f"{lease.beat_s:g} s, grace {lease.grace_s:g} s, lease {lease.lease_s:g} s"
     )
 
 
 async def open_supervisor(url: str, **environ: str) -> OpenSupervisor:
-    """The service's own pieces: settings from the environment, schema check, pool, Supervisor."""
-    settings = load_settings({"DATABASE_URL": url, **environ})
+    """The service's own pieces: settings from the environment, migrations and schema check,
+    pool, Operator (whose `sweeper.sweep` is the service loop's call)."""
+    settings = load_settings({"DATABASE_URL": url, "SUPERVISOR_ACTOR": "bench", **environ})
     schema = await prepare(settings, "limbo-bench")
     pool = await create_pool(url, application_name="limbo-supervisor", max_size=4)
-    return OpenSupervisor(Supervisor(pool, schema, settings), pool)
+    return OpenSupervisor(Operator(pool, schema, settings), pool)
 
 
 async def register_executors(conn: asyncpg.Connection) -> None:
-    """Three live executors and a dead one (last heartbeat an hour ago), and the registry."""
-    await conn.execute(
-        """INSERT INTO limbo.executors (executor_id, application_name, application_version,
-               hostname, pid, incarnation, started_at, last_seen_at)
-           SELECT e, $1, $2, 'bench', 1, gen_random_uuid(), now() - interval '1 day',
-                  CASE WHEN e = $3 THEN now() - interval '1 hour' ELSE now() END
-             FROM unnest($4::text[]) e
-           ON CONFLICT (executor_id) DO UPDATE SET last_seen_at = excluded.last_seen_at""",
-        APP_NAME,
-        APP_VERSION,
-        DEAD_EXECUTOR,
-        [DEAD_EXECUTOR, *LIVE_EXECUTORS],
+    """Three live executors (their session locks held by `conn` while it stays open), a dead
+    one (expired: lease over 55 s ago), and the registry."""
+    for executor_id in LIVE_EXECUTORS:
+        await insert_executor(conn, executor_id, app=APP_NAME, version=APP_VERSION)
+    await insert_executor(
+        conn, DEAD_EXECUTOR, app=APP_NAME, version=APP_VERSION, seen_ago_s=DEAD_SEEN_AGO_S
     )
     await conn.execute(
         """INSERT INTO limbo.workflow_registry (application_name, application_version,
@@ -88,14 +94,6 @@ async def register_executors(conn: asyncpg.Connection) -> None:
         APP_NAME,
         APP_VERSION,
         [PARENT, CHILD],
-    )
-
-
-async def refresh_live(conn: asyncpg.Connection) -> None:
-    """Heartbeats of the live executors (what their workers would write)."""
-    await conn.execute(
-        "UPDATE limbo.executors SET last_seen_at = now() WHERE executor_id = ANY($1::text[])",
-        list(LIVE_EXECUTORS),
     )
 
 
@@ -188,16 +186,19 @@ async def insert_live_pending(conn: asyncpg.Connection, start: int, stop: int) -
     )
 
 
-async def insert_limbo(conn: asyncpg.Connection, count: int, prefix: str = "limbo") -> None:
-    """`count` PENDING parents (with their children) under the dead executor."""
+async def insert_limbo(
+    conn: asyncpg.Connection, count: int, prefix: str = "limbo", executor: str = DEAD_EXECUTOR
+) -> None:
+    """`count` rows (parents and their children) PENDING under `executor` (the dead one by
+    default), claimed DEAD_CLAIMED_AGO_MS ago."""
     await insert_workflows(
         conn,
         prefix=prefix,
         start=0,
         stop=count,
         status_sql="'PENDING'",
-        executor_sql=f"'{DEAD_EXECUTOR}'",
-        age_ms=120_000,
+        executor_sql=f"'{executor}'",
+        age_ms=DEAD_CLAIMED_AGO_MS,
     )
 
 
@@ -216,11 +217,14 @@ async def reset_limbo(conn: asyncpg.Connection, prefix: str = "limbo") -> int:
     return int(status.split()[-1])
 
 
-async def in_limbo(conn: asyncpg.Connection, prefix: str = "limbo") -> int:
+async def in_limbo(
+    conn: asyncpg.Connection, prefix: str = "limbo", executor: str = DEAD_EXECUTOR
+) -> int:
+    """Rows `prefix-*` still PENDING under `executor`."""
     count = await conn.fetchval(
         """SELECT count(*) FROM dbos.workflow_status
             WHERE status = 'PENDING' AND executor_id = $1 AND workflow_uuid LIKE $2 || '-%'""",
-        DEAD_EXECUTOR,
+        executor,
         prefix,
     )
     return int(count)

@@ -83,6 +83,8 @@ class BenchResult:
     metrics: list[Metric] = field(default_factory=list)
     targets: list[Target] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
+    # Raw data behind some metrics (per-trial timings, sizes), for the plot and the JSON.
+    series: dict[str, Any] = field(default_factory=dict)
     seconds: float = 0.0
     error: str | None = None
 
@@ -156,11 +158,15 @@ class Run:
         }
 
     def write(self, out_dir: Path) -> tuple[Path, Path]:
+        """latest.json, the plot (when a result it draws is there) and REPORT.md."""
+        from bench.plot import PLOT_NAME, write_plot
+
         out_dir.mkdir(parents=True, exist_ok=True)
         json_path = out_dir / "latest.json"
         md_path = out_dir / "REPORT.md"
         _atomic_write(json_path, json.dumps(self.to_json(), indent=2, default=str) + "\n")
-        _atomic_write(md_path, render_markdown(self))
+        plot = write_plot(self.results, out_dir / PLOT_NAME)
+        _atomic_write(md_path, render_markdown(self, plot.name if plot else None))
         return json_path, md_path
 
 
@@ -245,7 +251,8 @@ def _md_escape(text: str) -> str:
     return text.replace("|", "\\|")
 
 
-def render_markdown(run: Run) -> str:
+def render_markdown(run: Run, plot: str | None = None) -> str:
+    """The report; `plot` is the file name of the plot beside it, linked when given."""
     out = [
         "# Limbo benchmarks",
         "",
@@ -256,6 +263,15 @@ def render_markdown(run: Run) -> str:
         "with the same settings: they are the headline. Absolute figures depend on the "
         "machine and on what else ran on it (see the load averages below).",
         "",
+    ]
+    if plot is not None:
+        out += [
+            f"Plot: [{plot}]({plot}) (kill to release per trial; sweep cost against table size).",
+            "",
+            f"![kill to release per trial, and sweep cost against table size]({plot})",
+            "",
+        ]
+    out += [
         "## Machine",
         "",
     ]

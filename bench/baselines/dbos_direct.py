@@ -25,7 +25,12 @@ from typing import Any
 
 from dbos import DBOS, DBOSConfig, SetEnqueueOptions
 
-from bench.baselines import APP_VERSION, QUEUE, WORKER_CONCURRENCY
+from bench.baselines import (
+    APP_VERSION,
+    DEMO_QUEUE_CONCURRENCY,
+    DEMO_QUEUE_POLL_INTERVAL,
+    QUEUE,
+)
 
 
 @DBOS.step(name="bench.direct_step")
@@ -73,7 +78,11 @@ async def measure(env: dict[str, str]) -> dict[str, Any]:
     }
     DBOS(config=config)
     DBOS.launch()
-    queue = await DBOS.register_queue_async(QUEUE, worker_concurrency=WORKER_CONCURRENCY)
+    queue = await DBOS.register_queue_async(
+        QUEUE,
+        worker_concurrency=DEMO_QUEUE_CONCURRENCY,
+        polling_interval_sec=DEMO_QUEUE_POLL_INTERVAL,
+    )
     numbers = itertools.count()
     latencies: list[float] = []
     errors: dict[str, int] = {}

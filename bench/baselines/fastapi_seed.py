@@ -25,7 +25,12 @@ from fastapi import FastAPI
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 
-from bench.baselines import APP_VERSION, QUEUE, WORKER_CONCURRENCY
+from bench.baselines import (
+    APP_VERSION,
+    DEMO_QUEUE_CONCURRENCY,
+    DEMO_QUEUE_POLL_INTERVAL,
+    QUEUE,
+)
 
 
 class EnqueueBody(BaseModel):
@@ -69,7 +74,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     }
     DBOS(config=config)
     DBOS.launch()
-    state["queue"] = await DBOS.register_queue_async(QUEUE, worker_concurrency=WORKER_CONCURRENCY)
+    state["queue"] = await DBOS.register_queue_async(
+        QUEUE,
+        worker_concurrency=DEMO_QUEUE_CONCURRENCY,
+        polling_interval_sec=DEMO_QUEUE_POLL_INTERVAL,
+    )
     yield
     await asyncio.to_thread(DBOS.destroy, workflow_completion_timeout_sec=0)
 

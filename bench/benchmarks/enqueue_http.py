@@ -8,7 +8,7 @@ in rounds whose order rotates (so that drift in the machine's load spreads over 
 - `direct`: baseline (a), DBOS's `enqueue_async` in-process (`bench.baselines.dbos_direct`).
 
 Each request enqueues a 1-child, 1-step job under a unique deduplication ID. The job's step
-sleeps 60 s, so the first `WORKER_CONCURRENCY` jobs fill every contestant's queue slots and the
+sleeps 60 s, so the first `DEMO_QUEUE_CONCURRENCY` jobs fill every contestant's queue slots and the
 rest stay ENQUEUED: what is measured is the enqueue path alone, the same in all three.
 Per contestant: enqueues/s, latency, and per enqueue the write transactions, WAL bytes and the
 CPU of the serving process and of PostgreSQL.
@@ -26,7 +26,7 @@ from typing import Any
 from bench.harness import BenchContext, Cost
 from bench.load import LoadResult, run_load
 from bench.results import BenchResult
-from services.shared.localpg import free_port
+from testkit.localpg import free_port
 
 NAME = "enqueue"
 TITLE = "Worker enqueue over HTTP vs DBOS in-process (a) and a seed-shaped FastAPI app (b)"

@@ -18,7 +18,7 @@ from bench.benchmarks.enqueue_http import concurrency
 from bench.harness import BenchContext, fetchval
 from bench.results import BenchResult
 from services.shared.dsn import database_name
-from services.shared.localpg import find_bindir
+from testkit.localpg import find_bindir
 
 NAME = "pg_insert"
 TITLE = "Physical limit: single-row insert commits per second (pgbench)"

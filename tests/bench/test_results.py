@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from bench.plot import PLOT_NAME, write_plot
 from bench.results import BenchResult, Run, Summary, fmt, render_table
 
 
@@ -66,3 +67,39 @@ def test_fmt() -> None:
     assert fmt(0.0123, "x") == "0.012x"
     assert fmt(0.01234, "s") == "0.0123 s"
     assert fmt(45650.2, "/s") == "45,650 /s"
+
+
+def _plotted_results() -> list[BenchResult]:
+    kill = BenchResult("kill_release", "Kill", "smoke")
+    kill.series = {
+        "trials": [
+            {"released": 1.1, "taken_over": 1.2, "ended": 3.0, "reusable": 3.1},
+            {"released": 1.0, "taken_over": 1.3, "ended": 3.2, "reusable": 3.3},
+        ],
+        "control_held_s": 10.0,
+        "targets": {"median": 1.5, "max": 3.0},
+    }
+    sweep = BenchResult("sweep_cost", "Sweep", "smoke")
+    sweep.series = {
+        "sizes": [10_000, 100_000],
+        "labels": ["10k", "100k"],
+        "ms": {"issue": [[10.0, 12.0], [11.0, 13.0]], "fixed": [[9.0], [9.5]]},
+        "target_ms": 50.0,
+    }
+    return [kill, sweep]
+
+
+def test_the_plot_is_a_png_linked_from_the_report(tmp_path: Path) -> None:
+    run = Run("smoke", "2026-01-01T00:00:00+00:00", {"cpu": "Test CPU"}, _plotted_results(), 1.0)
+    _, md_path = run.write(tmp_path)
+    assert (tmp_path / PLOT_NAME).read_bytes()[:4] == b"\x89PNG"
+    assert f"]({PLOT_NAME})" in md_path.read_text()
+
+
+def test_no_plot_without_its_benchmarks(tmp_path: Path) -> None:
+    failed = BenchResult("kill_release", "Kill", "smoke", error="Boom")
+    assert write_plot([failed, BenchResult("enqueue", "E", "smoke")], tmp_path / "p.png") is None
+    assert not (tmp_path / "p.png").exists()
+    run = Run("smoke", "2026-01-01T00:00:00+00:00", {}, [failed], 1.0)
+    _, md_path = run.write(tmp_path)
+    assert PLOT_NAME not in md_path.read_text()

@@ -57,6 +57,9 @@ def test_every_benchmark_runs_at_smoke_size(tmp_path: Path) -> None:
 
     markdown = (tmp_path / "REPORT.md").read_text()
     assert "## Machine" in markdown
+    plot = tmp_path / "benchmarks.png"
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "](benchmarks.png)" in markdown
     assert machine["cpu"] in markdown
     for result in report["results"]:
         assert f"## {result['name']}:" in markdown
