@@ -38,7 +38,7 @@ test: lint typecheck pytest container-test
 # Stops the local PostgreSQL first, and removes its cluster too when it lives outside the
 # project (placed in /var/lib/limbo when the `postgres` user cannot reach this folder).
 clean-data:
-	$(if $(wildcard .venv/bin/python),.venv/bin/python,$(PYTHON)) -m services.shared.localpg clean
+	$(if $(wildcard .venv/bin/python),.venv/bin/python,$(PYTHON)) -m testkit.localpg clean
 	rm -rf .data
 
 # Build the image offline (podman, debootstrap base, wheelhouse) and drive a job through a real
