@@ -45,6 +45,10 @@ EXECUTOR_ID_CONFLICTS = Gauge(
     "Starts refused in the last 15 minutes because a live process held the executor ID.",
     ["executor_id"],
 )
+EXECUTORS_FORGOTTEN = Counter(
+    f"{PREFIX}_executors_forgotten",
+    "Dead executors with no PENDING or ENQUEUED work, forgotten after their retention.",
+)
 DB_ERRORS = Counter(f"{PREFIX}_database_errors", "Database errors met by the supervisor loop.")
 INTERNAL_ERRORS = Counter(
     f"{PREFIX}_internal_errors", "Unexpected errors (bugs) met by the supervisor loop."

@@ -45,6 +45,9 @@ class Settings:
     # Above this many decisions in one transaction, the log says them in one summary line
     # (the audit table keeps one row each).
     log_summary_above: int = 100
+    # Dead executors holding no PENDING or ENQUEUED work are forgotten this long after their
+    # death (0: never), so a replaced pod does not stay "dead" on dashboards and alerts.
+    executor_retention_ms: int = 3_600_000
     rules: RuleSettings = field(default_factory=RuleSettings)
 
     def __repr__(self) -> str:  # never print the token or the URL's password
@@ -110,6 +113,9 @@ def load_settings(environ: Mapping[str, str] | None = None) -> Settings:
         actor=env.string("SUPERVISOR_ACTOR", f"supervisor@{socket.gethostname()}:{os.getpid()}"),
         log_level=log_level,
         log_summary_above=env.integer("SUPERVISOR_LOG_SUMMARY_ABOVE", 100, minimum=1),
+        executor_retention_ms=round(
+            env.number("SUPERVISOR_EXECUTOR_RETENTION", 3600.0, minimum=0) * 1000
+        ),
         rules=load_rule_settings(env),
     )
 

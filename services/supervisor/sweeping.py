@@ -40,6 +40,7 @@ class SweepReport:
     candidates: list[Verdict] = field(default_factory=list)
     outcomes: list[Outcome] = field(default_factory=list)
     deferred: int = 0  # candidates left for the next sweep (batch bound, leadership lost)
+    forgotten: list[tuple[str, str]] = field(default_factory=list)  # (executor_id, state)
     duration_s: float = 0.0
 
     @property
@@ -56,6 +57,7 @@ class SweepReport:
             "deferred": self.deferred,
             "duration_s": round(self.duration_s, 4),
             "outcomes": [outcome.describe() for outcome in self.outcomes],
+            "forgotten_executors": [executor_id for executor_id, _ in self.forgotten],
             "alerts": [v.describe() for v in self.candidates if v.action is Action.ALERT],
         }
 
@@ -161,6 +163,8 @@ class Sweeper:
                 if dry:
                     for verdict in chunk:
                         self._dry_reported.first_time(_dry_key(verdict))
+            if not dry and self.settings.executor_retention_ms > 0:
+                report.forgotten = await self._forget_dead_executors()
         except BaseException:
             metrics.SWEEPS.labels(outcome="error").inc()
             raise
@@ -168,6 +172,24 @@ class Sweeper:
         metrics.SWEEPS.labels(outcome="ok").inc()
         metrics.SWEEP_SECONDS.observe(report.duration_s)
         return report
+
+    async def _forget_dead_executors(self) -> list[tuple[str, str]]:
+        async with self.pool.acquire() as conn:
+            forgotten = await executor_store.forget_dead(
+                conn,
+                self.schema,
+                retention_ms=self.settings.executor_retention_ms,
+                actor=self.settings.actor,
+            )
+        for executor_id, state in forgotten:
+            metrics.EXECUTORS_FORGOTTEN.inc()
+            log.info(
+                "executor_forgotten",
+                executor_id=executor_id,
+                state=state,
+                retention_s=self.settings.executor_retention_ms / 1000,
+            )
+        return forgotten
 
     async def act(
         self, verdicts: list[Verdict], *, dry_run: bool, note: str | None = None

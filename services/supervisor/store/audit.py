@@ -61,6 +61,22 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX IF NOT EXISTS candidate_samples_at_idx ON {SCHEMA}.candidate_samples (at);
     """,
+    # 3: executor rows forgotten after their retention (store/executors.py), one row each.
+    f"""
+    CREATE TABLE IF NOT EXISTS {SCHEMA}.executor_audit (
+        id             bigserial PRIMARY KEY,
+        at             timestamptz NOT NULL DEFAULT now(),
+        actor          text NOT NULL,
+        action         text NOT NULL CHECK (action IN ('forget')),
+        executor_id    text NOT NULL,
+        incarnation    uuid NOT NULL,
+        state          text NOT NULL,
+        dead_since     timestamptz,
+        evidence       jsonb NOT NULL DEFAULT '{{}}'::jsonb
+    );
+    CREATE INDEX IF NOT EXISTS executor_audit_executor_idx
+        ON {SCHEMA}.executor_audit (executor_id, id);
+    """,
 )
 
 

@@ -3,7 +3,9 @@ of liveness (see limbo/_contract.py), and the refused starts of duplicate execut
 
 from __future__ import annotations
 
+from limbo._migrations import SCHEMA as AUDIT_SCHEMA
 from services.supervisor.model import ExecutorRow, ExecutorState, RegistryEntry
+from services.supervisor.model.schema import DbosSchema
 from services.supervisor.rules.liveness import ms
 from services.supervisor.store.connection import Conn
 
@@ -76,3 +78,44 @@ async def recent_conflicts(conn: Conn) -> dict[str, int]:
     return {
         row["executor_id"]: int(row["refused"]) for row in await conn.fetch(RECENT_CONFLICTS_QUERY)
     }
+
+
+def forget_dead_sql(schema: DbosSchema) -> str:
+    """Forget executors dead (stopped, expired or lost) for longer than the retention ($1 ms)
+    that hold no PENDING or ENQUEUED workflow, so dashboards and the dead-executor alert show
+    the fleet that exists, not every pod that ever ran. The guard is on the row itself
+    (same incarnation, not seen within the retention) so that PostgreSQL re-checks it if
+    a new process re-registers the ID meanwhile; each deletion is audited in the same
+    statement. Nothing that could still run work is forgotten: its workflows vetoed it."""
+    return f"""
+    WITH gone AS (
+        DELETE FROM limbo.executors e
+         USING limbo.executor_liveness l
+         WHERE l.executor_id = e.executor_id
+           AND e.incarnation = l.incarnation
+           AND l.state IN ('stopped', 'expired', 'lost')
+           AND l.dead_since < now() - $1::bigint * interval '1 ms'
+           AND e.last_seen_at < now() - $1::bigint * interval '1 ms'
+           AND NOT EXISTS (SELECT 1 FROM {schema.workflow_status} w
+                            WHERE w.executor_id = e.executor_id
+                              AND w.status IN ('PENDING', 'ENQUEUED'))
+        RETURNING e.executor_id, e.incarnation, l.state, l.dead_since, e.hostname, e.pid,
+                  e.application_name, e.application_version, e.last_seen_at
+    )
+    INSERT INTO {AUDIT_SCHEMA}.executor_audit
+           (actor, action, executor_id, incarnation, state, dead_since, evidence)
+    SELECT $2, 'forget', executor_id, incarnation, state, dead_since,
+           jsonb_build_object('hostname', hostname, 'pid', pid,
+                              'application_name', application_name,
+                              'application_version', application_version,
+                              'last_seen_at', last_seen_at, 'retention_ms', $1::bigint)
+      FROM gone
+    RETURNING executor_id, state"""
+
+
+async def forget_dead(
+    conn: Conn, schema: DbosSchema, *, retention_ms: int, actor: str
+) -> list[tuple[str, str]]:
+    """(executor_id, state) of each executor row forgotten (see `forget_dead_sql`)."""
+    rows = await conn.fetch(forget_dead_sql(schema), retention_ms, actor)
+    return [(row["executor_id"], row["state"]) for row in rows]
