@@ -26,7 +26,6 @@ class DbosSchema:
     indexes: frozenset[str]
     # dbos.dbos_migrations' version (None on 2.8, which has no such table).
     migration_version: int | None = None
-    operation_indexes: frozenset[str] = frozenset()
 
     def has(self, column: str) -> bool:
         return column in self.status_columns

@@ -178,38 +178,21 @@ def claimed_sql(workflow: str = "ws") -> str:
     return f"greatest(coalesce({workflow}.started_at_epoch_ms, 0), {workflow}.updated_at)"
 
 
-# DBOS 3.x's index on step completion times: newer steps found by a range scan.
-STEPS_BY_COMPLETION = "idx_operation_outputs_completed_at_function_name_v2"
-
-
 def executor_progress_cte(schema: DbosSchema) -> str:
     """Executors (of liveness-based verdicts in `o`) that made progress on any PENDING row
     after what the verdicts observed: their verdicts are vetoed.
 
-    Claims are read off the executor's PENDING rows; newer steps, where DBOS indexes step
-    completion (3.x), by a range scan of the steps completed since the observation (bounded
-    by recent activity, not by the executor's backlog), else by a probe per row. (A step
-    recorded without a completion time is a child's start, and the child's own row, claimed
-    by the same executor, counts as a claim.)"""
+    One pass over the executor's PENDING rows: a newer claim or update of the row, or a
+    newer step start or completion (by primary key). DBOS indexes neither executor_id nor
+    (usefully, for a correlated bound) step times, so this is the one way that does not
+    scan twice. (A step recorded without a completion time is a child's start, and the
+    child's own row, claimed by the same executor, counts as a claim.)"""
     claims = f"{claimed_sql('w')} > seen.progress"
-    if STEPS_BY_COMPLETION in schema.operation_indexes:
-        steps = (
-            f"EXISTS (SELECT 1 FROM {schema.operation_outputs} s "
-            f"JOIN {schema.workflow_status} w ON w.workflow_uuid = s.workflow_uuid "
-            f"WHERE s.completed_at_epoch_ms > seen.progress AND w.status = {Status.PENDING.sql} "
-            f"AND w.executor_id = seen.executor_id)"
-        )
-        newer = (
-            f"EXISTS (SELECT 1 FROM {schema.workflow_status} w "
-            f"WHERE w.status = {Status.PENDING.sql} AND w.executor_id = seen.executor_id "
-            f"AND {claims}) OR {steps}"
-        )
-    else:
-        newer = (
-            f"EXISTS (SELECT 1 FROM {schema.workflow_status} w "
-            f"WHERE w.status = {Status.PENDING.sql} AND w.executor_id = seen.executor_id "
-            f"AND ({claims} OR {newer_checkpoint_sql(schema, 'w', 'seen.progress')}))"
-        )
+    newer = (
+        f"EXISTS (SELECT 1 FROM {schema.workflow_status} w "
+        f"WHERE w.status = {Status.PENDING.sql} AND w.executor_id = seen.executor_id "
+        f"AND ({claims} OR {newer_checkpoint_sql(schema, 'w', 'seen.progress')}))"
+    )
     return (
         "seen AS (SELECT o.executor_id, min(o.executor_progress) AS progress FROM o "
         "WHERE o.executor_progress IS NOT NULL AND o.holder <> 'not_listed' GROUP BY 1), "

@@ -77,17 +77,14 @@ async def inspect_schema(conn: asyncpg.Connection, schema: str) -> DbosSchema:
         )
     indexes = await conn.fetch(
         "SELECT tablename, indexname FROM pg_indexes WHERE schemaname = $1 "
-        "AND tablename IN ('workflow_status', 'operation_outputs')",
+        "AND tablename = 'workflow_status'",
         schema,
     )
     return DbosSchema(
         name=schema,
         status_columns=frozenset(status),
         operation_columns=frozenset(operations),
-        indexes=frozenset(r["indexname"] for r in indexes if r["tablename"] == "workflow_status"),
-        operation_indexes=frozenset(
-            r["indexname"] for r in indexes if r["tablename"] == "operation_outputs"
-        ),
+        indexes=frozenset(r["indexname"] for r in indexes),
         migration_version=await _migration_version(conn, schema),
     )
 
