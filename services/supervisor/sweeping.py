@@ -7,6 +7,7 @@ leadership). Between sweeps the leader probes the executors' liveness every
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,6 +29,8 @@ log = structlog.get_logger("limbo.supervisor")
 
 # Verdicts applied per transaction: one guarded UPDATE per (rule, action) covers them.
 ROWS_PER_TRANSACTION = 500
+# Transactions in flight at once in a large sweep (the pools hold at least this many).
+PIPELINE = 2
 # Decisions remembered so that an unchanged row is alerted or dry-run once, not every sweep.
 MEMORY = 100_000
 
@@ -154,15 +157,7 @@ class Sweeper:
                 changing = [v for v in changing if not self._dry_reported.seen(_dry_key(v))]
             batch = changing[: self.settings.batch_size]
             report.deferred = len(changing) - len(batch)
-            for start in range(0, len(batch), ROWS_PER_TRANSACTION):
-                if should_continue is not None and not should_continue():
-                    report.deferred += len(batch) - start
-                    break
-                chunk = batch[start : start + ROWS_PER_TRANSACTION]
-                report.outcomes.extend(await self.act(chunk, dry_run=dry))
-                if dry:
-                    for verdict in chunk:
-                        self._dry_reported.first_time(_dry_key(verdict))
+            await self._act_pipelined(batch, dry, should_continue, report)
             if not dry and self.settings.executor_retention_ms > 0:
                 report.forgotten = await self._forget_dead_executors()
         except BaseException:
@@ -172,6 +167,37 @@ class Sweeper:
         metrics.SWEEPS.labels(outcome="ok").inc()
         metrics.SWEEP_SECONDS.observe(report.duration_s)
         return report
+
+    async def _act_pipelined(
+        self,
+        batch: list[Verdict],
+        dry: bool,
+        should_continue: Callable[[], bool] | None,
+        report: SweepReport,
+    ) -> None:
+        """Act on `batch` in transactions of ROWS_PER_TRANSACTION, PIPELINE of them in
+        flight, so that this process builds one while PostgreSQL runs another. Each is a
+        guarded UPDATE on its own rows: their order does not change what they may do."""
+        in_flight: list[asyncio.Task[list[Outcome]]] = []
+        try:
+            for start in range(0, len(batch), ROWS_PER_TRANSACTION):
+                if should_continue is not None and not should_continue():
+                    report.deferred += len(batch) - start
+                    break
+                if len(in_flight) >= PIPELINE:
+                    report.outcomes.extend(await in_flight.pop(0))
+                chunk = batch[start : start + ROWS_PER_TRANSACTION]
+                in_flight.append(asyncio.create_task(self.act(chunk, dry_run=dry)))
+                if dry:
+                    for verdict in chunk:
+                        self._dry_reported.first_time(_dry_key(verdict))
+            while in_flight:
+                report.outcomes.extend(await in_flight.pop(0))
+        finally:
+            for task in in_flight:  # after an error: never leave a transaction behind
+                task.cancel()
+            if in_flight:
+                await asyncio.gather(*in_flight, return_exceptions=True)
 
     async def _forget_dead_executors(self) -> list[tuple[str, str]]:
         async with self.pool.acquire() as conn:

@@ -10,10 +10,13 @@ from dataclasses import replace
 import asyncpg
 import pytest
 
+from services.supervisor.model import OutcomeKind
 from services.supervisor.operating import Operator
+from services.supervisor.sweeping import PIPELINE, ROWS_PER_TRANSACTION
 from testkit.dbos_rows import (
     audit_rows,
     insert_executor,
+    insert_many_workflows,
     insert_step,
     insert_workflow,
     make_operator,
@@ -322,3 +325,33 @@ async def test_more_candidates_than_the_scan_limit_are_flagged_and_taken_in_turn
         await sup.pool.close()
     assert (first.truncated, len(first.outcomes)) == (True, 3)
     assert (second.truncated, len(second.outcomes)) == (False, 2)
+
+
+async def test_a_sweep_of_several_transactions_acts_once_on_each_row(
+    conn: asyncpg.Connection, operator: Operator
+) -> None:
+    """More verdicts than one transaction holds: the transactions run pipelined, and still
+    each row is handed over exactly once, with one audit row each; the live executor's
+    rows, interleaved with them, are untouched."""
+    count = ROWS_PER_TRANSACTION * PIPELINE + 7  # more transactions than are in flight
+    await publish(conn, "dbos_workflow", 5)
+    await insert_executor(conn, "exec-a", seen_ago_s=30)  # dead
+    await insert_executor(conn, "exec-live")
+    dead_ids = await insert_many_workflows(conn, "dead", count, stride_ms=2)
+    live_ids = await insert_many_workflows(conn, "live", 50, executor_id="exec-live")
+
+    report = await operator.sweep()
+
+    assert len(report.outcomes) == count
+    assert {o.outcome for o in report.outcomes} == {OutcomeKind.APPLIED}
+    assert sorted(o.verdict.workflow_id for o in report.outcomes) == sorted(dead_ids)
+    audit = await audit_rows(conn)
+    assert sorted(r["workflow_id"] for r in audit) == sorted(dead_ids)
+    rows = await conn.fetch(
+        "SELECT workflow_uuid, status FROM dbos.workflow_status WHERE workflow_uuid = ANY($1)",
+        dead_ids + live_ids,
+    )
+    statuses: dict[str, str] = {r["workflow_uuid"]: r["status"] for r in rows}
+    assert {statuses[i] for i in dead_ids} == {"ENQUEUED"}
+    assert {statuses[i] for i in live_ids} == {"PENDING"}
+    assert (await operator.sweep()).outcomes == []  # once: nothing is handed over again
