@@ -4,6 +4,7 @@ outages and supervisor kills, each against the real processes under supervisord.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import signal
 import time
@@ -196,7 +197,7 @@ async def test_postgres_stopped_10s_mid_load(pg: TestPostgres, stacks: StackFact
         actions = await audit_applied(database_url)
         assert {(a["rule"], a["action"]) for a in actions} <= {("orphaned", "reenqueue")}
         for audit in await fetch(database_url, "SELECT evidence FROM limbo.audit"):
-            evidence = audit["evidence"]
+            evidence = json.loads(audit["evidence"])  # asyncpg returns jsonb as text
             if evidence["holder"] == "dead":
                 assert evidence["pid"] == worker_before, evidence  # the fenced incarnation
             else:
