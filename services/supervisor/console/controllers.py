@@ -21,7 +21,7 @@ from services.supervisor import metrics
 from services.supervisor.api.admin import operator_of
 from services.supervisor.console import security
 from services.supervisor.console.views import Links
-from services.supervisor.model import Action
+from services.supervisor.model import Action, Outcome
 from services.supervisor.operating import (
     AUDIT_ACTIONS,
     AUDIT_OUTCOMES,
@@ -129,26 +129,11 @@ class ConsoleController(Controller):
         form = await request.form()
         workflow_id = _text(form, "id")
         choice = _release_form(form)
-        result: dict[str, Any] | None = None
-        problem = choice.get("problem")
-        if problem is None:
-            try:
-                outcome = await operator_of(request).release(
-                    workflow_id,
-                    reason=choice["reason"],
-                    action=choice["action"],
-                    dry_run=True,
-                    force=choice["force"],
-                )
-                result = outcome.describe()
-            except WorkflowNotFound:
-                raise NotFoundException(f"workflow {workflow_id} not found") from None
-            except (NotReleasable, ValueError) as exc:
-                problem = str(exc)
+        outcome, problem = await _release(request, workflow_id, choice, dry_run=True)
         context: dict[str, Any] = {
             "workflow_id": workflow_id,
             "form": choice,
-            "preview": result,
+            "preview": None if outcome is None else outcome.describe(),
             "problem": problem,
             "effects": MANUAL_EFFECTS,
         }
@@ -170,26 +155,13 @@ class ConsoleController(Controller):
         form = await request.form()
         workflow_id = _text(form, "id")
         choice = _release_form(form)
-        problem = choice.get("problem")
-        if problem is None:
-            try:
-                outcome = await operator_of(request).release(
-                    workflow_id,
-                    reason=choice["reason"],
-                    action=choice["action"],
-                    dry_run=False,
-                    force=choice["force"],
-                )
-            except WorkflowNotFound:
-                raise NotFoundException(f"workflow {workflow_id} not found") from None
-            except (NotReleasable, ValueError) as exc:
-                problem = str(exc)
-            else:
-                link = Links(base_of(request))
-                return Redirect(
-                    link.workflow(workflow_id, released=outcome.audit_id),
-                    status_code=HTTP_303_SEE_OTHER,
-                )
+        outcome, problem = await _release(request, workflow_id, choice, dry_run=False)
+        if outcome is not None:
+            link = Links(base_of(request))
+            return Redirect(
+                link.workflow(workflow_id, released=outcome.audit_id),
+                status_code=HTTP_303_SEE_OTHER,
+            )
         detail = await _detail(request, workflow_id)
         return page(
             request,
@@ -284,6 +256,29 @@ async def _detail(request: AnyRequest, workflow_id: str) -> dict[str, Any]:
     except WorkflowNotFound:
         raise NotFoundException(f"workflow {workflow_id} not found") from None
     return detail.describe()
+
+
+async def _release(
+    request: AnyRequest, workflow_id: str, choice: dict[str, Any], *, dry_run: bool
+) -> tuple[Outcome | None, str | None]:
+    """The release the form asks for (a dry run, or the real one): its outcome, or why
+    there is none (the form's problem, or the operator layer's refusal)."""
+    problem: str | None = choice.get("problem")
+    if problem is not None:
+        return None, problem
+    try:
+        outcome = await operator_of(request).release(
+            workflow_id,
+            reason=choice["reason"],
+            action=choice["action"],
+            dry_run=dry_run,
+            force=choice["force"],
+        )
+    except WorkflowNotFound:
+        raise NotFoundException(f"workflow {workflow_id} not found") from None
+    except (NotReleasable, ValueError) as exc:
+        return None, str(exc)
+    return outcome, None
 
 
 def _text(form: FormMultiDict, name: str) -> str:
