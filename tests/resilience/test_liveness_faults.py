@@ -404,9 +404,15 @@ async def test_a_claim_its_live_executor_does_not_run_is_taken_over(
             orphan_id,
         )
         await conn.execute("DELETE FROM dbos.operation_outputs WHERE workflow_uuid = $1", orphan_id)
-        report = await conn.fetchval(
-            "SELECT running FROM limbo.executors WHERE executor_id = 'exec-a'"
-        )
+        # The report lags the orphan's end by up to a beat: wait for the beat that drops it.
+        deadline = time.monotonic() + 5
+        while True:
+            report = await conn.fetchval(
+                "SELECT running FROM limbo.executors WHERE executor_id = 'exec-a'"
+            )
+            if orphan_id not in report or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.1)
         assert live in report
         assert orphan_id not in report
     finally:
