@@ -232,6 +232,10 @@ def test_no_false_positives_while_workflows_progress_and_recover(
         # Phase 1: exec-a alone runs the chaos jobs; each segfault kills its process.
         ids = [enqueue(workers, job.body(i)) for i, job in enumerate(phase_1)]
         wait_until(lambda: crashes(database_url) == CHAOS_JOBS, 60, what="the chaos crashes")
+        # A crash is recorded before the segfault: the keeper's restart follows it.
+        deadline = time.monotonic() + 20
+        while len(keeper_a.incarnations) < 2 and time.monotonic() < deadline:
+            time.sleep(0.2)
         assert len(keeper_a.incarnations) >= 2, "no chaos crash killed exec-a"
 
         # Phase 2: exec-b, never killed, joins; the rest of the jobs go to both.
