@@ -3,7 +3,9 @@
 1. the prefilter is never too narrow: every row a rule matches in a full read passes that
    rule's prefilter (a prefilter that is too narrow would hide limbo without any error);
 2. each guard admits the row it was built from, and rejects it once any single observed
-   field of the row changes (status, attempts, executor, version, dedup ID, updated_at).
+   field of the row changes (status, attempts, executor, version, dedup ID, updated_at);
+3. executor progress derived from the rows read (for executors a prefilter reads in full)
+   equals the scan of every PENDING row that it spares.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from services.supervisor.model import OutcomeKind, Verdict
 from services.supervisor.model.schema import DbosSchema
 from services.supervisor.rules import RULES, RuleSettings, decide, evaluate
 from services.supervisor.store.dbos_schema import inspect_schema
-from services.supervisor.store.reads import observe
+from services.supervisor.store.reads import executor_progress_query, observe
 from services.supervisor.store.writes import apply
 from testkit.dbos_rows import insert_executor, insert_step, insert_workflow, publish
 
@@ -202,9 +204,14 @@ def test_prefilters_cover_every_match_and_guards_restate_the_row(
 
     check()
     # The generated states really exercised every rule that changes rows.
-    assert {"exhausted", "dead_child", "orphaned", "stalled", "version_orphaned"} <= set(matched), (
-        matched
-    )
+    assert {
+        "exhausted",
+        "dead_child",
+        "orphaned",
+        "stalled",
+        "version_orphaned",
+        "progress derived",
+    } <= set(matched), matched
 
 
 async def _check(
@@ -221,6 +228,14 @@ async def _check(
         full = await observe(conn, schema, 1_000)
         narrowed = await observe(conn, schema, 1_000, EVERY_RULE)
         read = {wf.workflow_id for wf in narrowed.workflows}
+        for snap in (full, narrowed):
+            ids = sorted({wf.executor_id for wf in snap.workflows if wf.executor_id})
+            scanned = {
+                row["executor_id"]: int(row["progress"])
+                for row in await conn.fetch(executor_progress_query(schema), ids)
+            }
+            assert snap.executor_progress_ms == scanned
+            matched["progress derived"] += bool(scanned)
         for rule in EVERY_RULE.active():
             for wf in full.workflows:
                 if wf.status not in rule.statuses:

@@ -137,6 +137,12 @@ class Rule(ABC, Generic[C]):
     ) -> str:
         """SQL over `ws` true for every row of `status` this rule could match."""
 
+    def reads_every_pending_row_of(self, ctx: PrefilterContext) -> frozenset[str]:
+        """Executors all of whose PENDING rows this rule's PENDING prefilter selects: their
+        progress (Signal.EXECUTOR_PROGRESS) is then derived from the rows read, unless the
+        read was truncated, instead of scanning every PENDING row once more."""
+        return frozenset()
+
     def guard(self, schema: DbosSchema) -> str:
         """SQL over `ws` and `o`: the rule's assumptions, restated at the write."""
         return "TRUE"

@@ -236,7 +236,8 @@ def dead_executor_ids(snap: Snapshot) -> list[str]:
 
 def prefilter_sql(p: SqlParams, ctx: PrefilterContext, report_grace_ms: int) -> str:
     """Every PENDING row whose holder could be DEAD, DEAD_BEFORE_CLAIM or NOT_LISTED: all
-    rows of dead executors; rows of live reporting executors their report omits."""
+    rows of dead executors (`fully_read_executors`); rows of live reporting executors their
+    report omits."""
     snap = ctx.snap
     reporting = sorted(
         e.executor_id for e in snap.executors.values() if e.live and e.running is not None
@@ -253,6 +254,11 @@ def prefilter_sql(p: SqlParams, ctx: PrefilterContext, report_grace_ms: int) -> 
             f"AND NOT ws.workflow_uuid = ANY(e.running))"
         )
     return " OR ".join(clauses)
+
+
+def fully_read_executors(ctx: PrefilterContext) -> frozenset[str]:
+    """The executors `prefilter_sql` reads every PENDING row of (its first clause)."""
+    return frozenset(dead_executor_ids(ctx.snap))
 
 
 def registered_ids(snap: Snapshot) -> list[str]:

@@ -42,6 +42,21 @@ class OrphanedConfig:
     stall_timeout_ms: int = stall_timeout_field()
 
 
+def live_executors_of_version(wf: WorkflowRow, snap: Snapshot) -> list[str]:
+    """Who can take the row over (evidence); the same for every row of a version, so
+    computed once per snapshot (a mass release asks 10,000 times)."""
+    key = ("live_of_version", wf.application_version, wf.application_name)
+    if key not in snap.memo:
+        snap.memo[key] = sorted(
+            e.executor_id
+            for e in snap.live_executors()
+            if e.application_version == wf.application_version
+            and (wf.application_name is None or e.application_name == wf.application_name)
+        )
+    found: list[str] = snap.memo[key]
+    return found
+
+
 class Orphaned(Rule[OrphanedConfig]):
     name = "orphaned"
     summary = "PENDING whose holder is dead since the claim, or alive without it: handed over"
@@ -87,12 +102,7 @@ class Orphaned(Rule[OrphanedConfig]):
         )
         if veto is not None:
             return self.no_match(wf, f"{why}; but {veto}", **evidence)
-        evidence["live_executors_of_version"] = sorted(
-            e.executor_id
-            for e in snap.live_executors()
-            if e.application_version == wf.application_version
-            and (wf.application_name is None or e.application_name == wf.application_name)
-        )
+        evidence["live_executors_of_version"] = live_executors_of_version(wf, snap)
         guard = liveness.guard_values(wf, snap, found, config.report_grace_ms)
         return hand_over(self, wf, snap, common, why, evidence, guard)
 
@@ -107,6 +117,9 @@ class Orphaned(Rule[OrphanedConfig]):
         if status != Status.PENDING:
             return "FALSE"
         return liveness.prefilter_sql(p, ctx, config.report_grace_ms)
+
+    def reads_every_pending_row_of(self, ctx: PrefilterContext) -> frozenset[str]:
+        return liveness.fully_read_executors(ctx)
 
     def guard(self, schema: DbosSchema) -> str:
         return liveness.guard_sql(schema)

@@ -132,7 +132,11 @@ async def _context(
     schema: DbosSchema,
     workflows: tuple[WorkflowRow, ...],
     signals: frozenset[Signal],
+    fully_read: frozenset[str] | None,
 ) -> dict[str, Any]:
+    """Dead children and executor progress. `fully_read`: the executors all of whose
+    PENDING rows are among `workflows` (None: every executor's); their progress is the
+    newest among those rows, exactly what `executor_progress_query` computes."""
     pending = [wf for wf in workflows if wf.status == Status.PENDING]
     children: dict[str, list[ChildRow]] = {}
     progress: dict[str, int] = {}
@@ -142,9 +146,14 @@ async def _context(
             child = ChildRow(row["parent_id"], row["child_id"], row["status"], row["updated_at"])
             children.setdefault(child.parent_id, []).append(child)
     if pending and Signal.EXECUTOR_PROGRESS in signals:
-        executor_ids = sorted({wf.executor_id for wf in pending if wf.executor_id})
-        for row in await conn.fetch(executor_progress_query(schema), executor_ids):
-            progress[row["executor_id"]] = int(row["progress"])
+        executor_ids = {wf.executor_id for wf in pending if wf.executor_id}
+        derived = executor_ids if fully_read is None else executor_ids & fully_read
+        for wf in pending:
+            if wf.executor_id in derived:
+                progress[wf.executor_id] = max(progress.get(wf.executor_id, 0), wf.last_progress_ms)
+        if rest := sorted(executor_ids - derived):
+            for row in await conn.fetch(executor_progress_query(schema), rest):
+                progress[row["executor_id"]] = int(row["progress"])
     return {
         "dead_children": {
             parent: tuple(sorted(rows, key=lambda c: c.child_id))
@@ -190,9 +199,17 @@ async def observe(
         rows: list[asyncpg.Record] = []
         truncated = False
         signals = ALL_SIGNALS
+        # Executors whose every PENDING row the reads return (None: all, unfiltered).
+        fully_read: frozenset[str] | None = None
         if settings is not None:
             active = settings.active()
             signals = frozenset(s for rule in active for s in rule.reads)
+            fully_read = frozenset(
+                executor_id
+                for rule in active
+                if Status.PENDING in rule.statuses
+                for executor_id in rule.reads_every_pending_row_of(ctx)
+            )
         for status in IN_FLIGHT:
             params: list[Any] = []
             prefilter = None
@@ -202,11 +219,14 @@ async def observe(
                     continue
                 prefilter, params = narrowed
             found = await conn.fetch(in_flight_query(schema, status, prefilter), limit + 1, *params)
-            truncated |= len(found) > limit
+            if len(found) > limit:
+                truncated = True
+                if status == Status.PENDING:
+                    fully_read = frozenset()
             rows.extend(found[:limit])
         rows.sort(key=lambda r: (r["created_at"], r["workflow_uuid"]))
         workflows = tuple(workflow_from(row) for row in rows)
-        context = await _context(conn, schema, workflows, signals)
+        context = await _context(conn, schema, workflows, signals, fully_read)
     return Snapshot(
         now_ms=now_ms,
         workflows=workflows,
@@ -227,7 +247,7 @@ async def observe_one(conn: Conn, schema: DbosSchema, workflow_id: str) -> Snaps
         workflows = (workflow_from(row),)
         executors = await executor_store.executors(conn)
         registry = await executor_store.registry(conn)
-        context = await _context(conn, schema, workflows, ALL_SIGNALS)
+        context = await _context(conn, schema, workflows, ALL_SIGNALS, frozenset())
     return Snapshot(
         now_ms=now_ms, workflows=workflows, executors=executors, registry=registry, **context
     )
