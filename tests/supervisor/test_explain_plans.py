@@ -150,7 +150,7 @@ async def check_plans(conn: asyncpg.Connection, schema: DbosSchema) -> dict[str,
             verdicts = _verdicts(rule, action)
             for dry_run in (False, True):
                 sql = update_statement(schema, rule, action, dry_run=dry_run)
-                nodes = await plan(conn, sql, *observed_arrays(rule, verdicts))
+                nodes = await plan(conn, sql, *observed_arrays(rule, action, verdicts))
                 assert_no_seq_scan(nodes, f"{rule.name} {action} (dry run: {dry_run})")
     return results
 

@@ -6,7 +6,7 @@ settings, its metrics labels and its place in the documentation all derive from 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
@@ -103,19 +103,23 @@ def explain(wf: WorkflowRow, snap: Snapshot, settings: RuleSettings) -> list[Ver
     return verdicts
 
 
-def decide(snap: Snapshot, settings: RuleSettings) -> list[Verdict]:
-    """The deciding verdict for every workflow some enabled rule matches, oldest first."""
+def decide_each(snap: Snapshot, settings: RuleSettings) -> Iterator[Verdict]:
+    """The deciding verdict for every workflow some enabled rule matches, oldest first, one
+    at a time (a sweep acts on the first ones while it decides the rest)."""
     active = settings.active()
-    decided = []
     for wf in snap.workflows:
         for rule in active:
             if wf.status not in rule.statuses:
                 continue
             verdict = evaluate(rule, wf, snap, settings)
             if verdict.matched:
-                decided.append(verdict)
+                yield verdict
                 break
-    return decided
+
+
+def decide(snap: Snapshot, settings: RuleSettings) -> list[Verdict]:
+    """Every deciding verdict (`decide_each`), oldest first."""
+    return list(decide_each(snap, settings))
 
 
 __all__ = [
@@ -125,6 +129,7 @@ __all__ = [
     "RULE_NAMES",
     "RuleSettings",
     "decide",
+    "decide_each",
     "evaluate",
     "explain",
     "guard_rule",

@@ -80,6 +80,19 @@ async def recent_conflicts(conn: Conn) -> dict[str, int]:
     }
 
 
+def may_forget(executor: ExecutorRow, now_ms: int, retention_ms: int) -> bool:
+    """Whether `forget_dead_sql` could forget this executor as the snapshot saw it: the
+    sweep skips the statement (a scan of in-flight rows) when no executor could qualify.
+    The statement restates all of it, and the rest, at the write."""
+    old = now_ms - retention_ms
+    return (
+        not executor.live
+        and executor.dead_since_ms is not None
+        and executor.dead_since_ms < old
+        and executor.last_seen_ms < old
+    )
+
+
 def forget_dead_sql(schema: DbosSchema) -> str:
     """Forget executors dead (stopped, expired or lost) for longer than the retention ($1 ms)
     that hold no PENDING or ENQUEUED workflow, so dashboards and the dead-executor alert show

@@ -22,7 +22,6 @@ from __future__ import annotations
 import base64
 import json
 import pickle
-from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -58,13 +57,15 @@ OBSERVED: tuple[GuardColumn, ...] = (
     GuardColumn("dedup", "text"),
     GuardColumn("updated_at", "bigint"),
 )
-# What the action writes, beyond constants.
-PAYLOAD: tuple[GuardColumn, ...] = (
-    GuardColumn("target_version", "text"),  # UPGRADE
-    GuardColumn("error_native", "text"),  # FAIL, DBOS Python's default serialization
-    GuardColumn("error_portable", "text"),  # FAIL, portable_json
-    GuardColumn("error_superjson", "text"),  # FAIL, the TypeScript SDK's js_superjson
-)
+# What an action writes beyond constants: only its own columns travel with its rows.
+PAYLOAD: dict[Action, tuple[GuardColumn, ...]] = {
+    Action.UPGRADE: (GuardColumn("target_version", "text"),),
+    Action.FAIL: (
+        GuardColumn("error_native", "text"),  # DBOS Python's default serialization
+        GuardColumn("error_portable", "text"),  # portable_json
+        GuardColumn("error_superjson", "text"),  # the TypeScript SDK's js_superjson
+    ),
+}
 
 
 # The name the ERROR outcome carries where a serialization keeps one (portable, superjson).
@@ -87,19 +88,25 @@ def error_payloads(message: str) -> tuple[str, str, str]:
     return native, portable, superjson
 
 
-def _columns(rule: Rule[Any]) -> tuple[GuardColumn, ...]:
-    return (*OBSERVED, *rule.guard_columns, *PAYLOAD)
+def _columns(rule: Rule[Any], action: Action) -> tuple[GuardColumn, ...]:
+    return (*OBSERVED, *rule.guard_columns, *PAYLOAD.get(action, ()))
 
 
-def observed_arrays(rule: Rule[Any], verdicts: list[Verdict]) -> list[list[Any]]:
-    """One array per column of `o`: the observed row, the rule's guard values, the payload."""
-    columns = _columns(rule)
-    arrays: list[list[Any]] = [[] for _ in columns]
-    for verdict in verdicts:
-        wf = verdict.workflow
+def _payload(action: Action, verdict: Verdict) -> tuple[Any, ...]:
+    if action is Action.UPGRADE:
+        return (verdict.target_version,)
+    if action is Action.FAIL:
         message = verdict.error_message
-        errors = error_payloads(message) if message is not None else (None, None, None)
-        row = (
+        return error_payloads(message) if message is not None else (None, None, None)
+    return ()
+
+
+def observed_arrays(rule: Rule[Any], action: Action, verdicts: list[Verdict]) -> list[list[Any]]:
+    """One array per column of `o`: the observed row, the rule's guard values, the
+    action's payload."""
+    guard_names = [c.name for c in rule.guard_columns]
+    rows = [
+        (
             wf.workflow_id,
             wf.status,
             wf.recovery_attempts,
@@ -107,17 +114,19 @@ def observed_arrays(rule: Rule[Any], verdicts: list[Verdict]) -> list[list[Any]]
             wf.application_version,
             wf.deduplication_id,
             wf.updated_at,
-            *(verdict.guard.get(c.name) for c in rule.guard_columns),
-            verdict.target_version,
-            *errors,
+            *(verdict.guard.get(name) for name in guard_names),
+            *_payload(action, verdict),
         )
-        for array, value in zip(arrays, row, strict=True):
-            array.append(value)
-    return arrays
+        for verdict in verdicts
+        for wf in (verdict.workflow,)
+    ]
+    if not rows:
+        return [[] for _ in _columns(rule, action)]
+    return [list(column) for column in zip(*rows, strict=True)]
 
 
-def _with(rule: Rule[Any], schema: DbosSchema) -> str:
-    columns = _columns(rule)
+def _with(rule: Rule[Any], action: Action, schema: DbosSchema) -> str:
+    columns = _columns(rule, action)
     arrays = ", ".join(f"${i}::{c.sql_type}[]" for i, c in enumerate(columns, 1))
     names = ", ".join(c.name for c in columns)
     ctes = [f"o AS (SELECT * FROM unnest({arrays}) AS o({names}))", LIVE_CTE, *rule.ctes(schema)]
@@ -143,7 +152,7 @@ def _where(rule: Rule[Any], schema: DbosSchema) -> str:
     )
 
 
-def _set_clause(schema: DbosSchema, action: Action) -> str:
+def set_clause(schema: DbosSchema, action: Action) -> str:
     """DBOS's own write for the action; columns a schema lacks (2.8) are left out."""
     sets: list[str] = []
 
@@ -199,12 +208,12 @@ def _set_clause(schema: DbosSchema, action: Action) -> str:
 
 def update_statement(schema: DbosSchema, rule: Rule[Any], action: Action, *, dry_run: bool) -> str:
     """The one guarded UPDATE for a batch of `rule`'s `action` verdicts (in dry run, the
-    SELECT of the rows it would change). Its parameters are `observed_arrays(rule, ...)`."""
-    head, where = _with(rule, schema), _where(rule, schema)
+    SELECT of the rows it would change). Its parameters are `observed_arrays(rule, action, ...)`."""
+    head, where = _with(rule, action, schema), _where(rule, schema)
     if dry_run:
         return f"{head} SELECT ws.workflow_uuid FROM {schema.workflow_status} ws, o WHERE {where}"
     return (
-        f"{head} UPDATE {schema.workflow_status} ws SET {_set_clause(schema, action)} "
+        f"{head} UPDATE {schema.workflow_status} ws SET {set_clause(schema, action)} "
         f"FROM o WHERE {where} RETURNING ws.workflow_uuid"
     )
 
@@ -223,7 +232,7 @@ async def _guarded_update(
     sql = update_statement(schema, rule, action, dry_run=dry_run)
     try:
         async with conn.transaction():  # a savepoint: a lock timeout aborts only this
-            rows = await conn.fetch(sql, *observed_arrays(rule, verdicts))
+            rows = await conn.fetch(sql, *observed_arrays(rule, action, verdicts))
     except asyncpg.LockNotAvailableError:
         return None
     return {row["workflow_uuid"] for row in rows}
@@ -288,7 +297,8 @@ async def apply_batch(
                 locked.add(group[0].workflow_id)
             else:
                 matched |= hit
-        moved_on = [v.workflow_id for v in verdicts if v.workflow_id not in matched | locked]
+        settled = matched | locked
+        moved_on = [v.workflow_id for v in verdicts if v.workflow_id not in settled]
         current = await _current_rows(conn, schema, moved_on) if moved_on else {}
         outcomes = [
             _outcome(v, dry_run, v.workflow_id in matched, v.workflow_id in locked, current)
@@ -302,7 +312,19 @@ async def apply_batch(
             reasons=[_audit_reason(o, note) for o in outcomes],
             evidence=[_evidence(o) for o in outcomes],
         )
-    return [replace(o, audit_id=ids[o.verdict.workflow_id]) for o in outcomes]
+    # (The constructor, not dataclasses.replace: a large batch builds thousands.)
+    return [
+        Outcome(
+            o.verdict,
+            o.outcome,
+            o.dedup_id_released,
+            o.reason,
+            ids[o.verdict.workflow_id],
+            o.current,
+            o.guard_held,
+        )
+        for o in outcomes
+    ]
 
 
 def _audit_reason(outcome: Outcome, note: str | None) -> str:
