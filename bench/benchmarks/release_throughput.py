@@ -18,7 +18,11 @@ its rate and the projected time for all):
   which starts at the commit, includes that wait;
 - `back to back`: the same code path in-process, `Sweeper.sweep` called again as soon as
   it returns: the release machinery alone, with the CPU it costs (this process, and
-  PostgreSQL's backends) per 1,000 rows released.
+  PostgreSQL's backends) per 1,000 rows released;
+- `the write alone` (the floor): the same 10k rows changed by the very SET clause of the
+  guarded re-enqueue, keyed by workflow ID only, in transactions of the same size, with no
+  observation, no decision, no guard and no audit: what this PostgreSQL needs for the
+  write DBOS's own recovery makes. The service cannot go faster than that.
 """
 
 from __future__ import annotations
@@ -33,6 +37,10 @@ from bench import limbo_data as data
 from bench.harness import BenchContext
 from bench.results import BenchResult
 from services.shared.dsn import asyncpg_dsn
+from services.supervisor.model import Action
+from services.supervisor.model.schema import DbosSchema
+from services.supervisor.store.writes import set_clause
+from services.supervisor.sweeping import ROWS_PER_TRANSACTION
 from testkit.dbos_rows import insert_executor, spawn_supervisor
 
 NAME = "release_throughput"
@@ -103,6 +111,29 @@ async def _dying_holds(conn: asyncpg.Connection, in_limbo: int) -> float:
     return ends
 
 
+async def _write_alone(conn: asyncpg.Connection, schema: DbosSchema) -> tuple[int, float]:
+    """The floor: the rows in limbo re-enqueued by the guarded UPDATE's own SET clause,
+    by ID alone, in transactions of ROWS_PER_TRANSACTION: (rows changed, seconds)."""
+    ids = [
+        row["workflow_uuid"]
+        for row in await conn.fetch(
+            "SELECT workflow_uuid FROM dbos.workflow_status"
+            " WHERE workflow_uuid LIKE 'limbo-%' AND status = 'PENDING' ORDER BY created_at"
+        )
+    ]
+    sql = (
+        f"UPDATE {schema.workflow_status} ws SET {set_clause(schema, Action.REENQUEUE)} "
+        "WHERE ws.workflow_uuid = ANY($1::text[]) AND ws.status = 'PENDING'"
+    )
+    changed = 0
+    started = time.perf_counter()
+    for start in range(0, len(ids), ROWS_PER_TRANSACTION):
+        async with conn.transaction():
+            status = await conn.execute(sql, ids[start : start + ROWS_PER_TRANSACTION])
+        changed += int(status.split()[-1])
+    return changed, time.perf_counter() - started
+
+
 async def run(ctx: BenchContext) -> BenchResult:
     in_limbo, history = counts(ctx)
     service_s, sweeps_s = deadlines(ctx)
@@ -163,9 +194,16 @@ async def run(ctx: BenchContext) -> BenchResult:
                 sweeps_elapsed = time.perf_counter() - started
                 cost = ctx.cost(before, await ctx.cost_snapshot(url, me), me)
                 batch = opened.operator.settings.batch_size
+                schema = opened.operator.schema
             finally:
                 await opened.close()
             sweeps_released = in_limbo - await data.in_limbo(conn)
+
+            # 4. The floor: the write alone.
+            await _refill(conn, in_limbo)
+            floor_changed, floor_elapsed = await _write_alone(conn, schema)
+            if floor_changed != in_limbo:
+                raise RuntimeError(f"the write alone changed {floor_changed} of {in_limbo} rows")
         finally:
             await conn.close()
 
@@ -214,6 +252,25 @@ async def run(ctx: BenchContext) -> BenchResult:
         1000 * cost.postgres_cpu_s * per_k,
         "ms",
     )
+    floor_rate = floor_changed / floor_elapsed
+    result.add(
+        "write_alone_rows_per_s",
+        "the write alone (same SET, by ID, no observation, guard or audit): rows/s (the floor)",
+        floor_rate,
+        "/s",
+    )
+    result.ratio(
+        "service_vs_write_alone",
+        "service from the death / the write alone",
+        died_rate,
+        floor_rate,
+    )
+    result.ratio(
+        "sweeps_vs_write_alone",
+        "back-to-back sweeps / the write alone",
+        sweeps_rate,
+        floor_rate,
+    )
     result.ratio(
         "service_vs_sweeps",
         "service from the death / back-to-back sweeps (what the service loop costs)",
@@ -227,6 +284,7 @@ async def run(ctx: BenchContext) -> BenchResult:
         + ("" if done else f" (phase limit {service_s:.0f} s)")
         + f". Already dead: {appeared_released} released {appeared_elapsed:.2f} s after the "
         f"commit. Back to back: {sweeps} sweeps of at most {batch} actions, {sweeps_released} "
-        f"released in {sweeps_elapsed:.2f} s."
+        f"released in {sweeps_elapsed:.2f} s. The write alone: {floor_changed} rows in "
+        f"{floor_elapsed:.2f} s ({ROWS_PER_TRANSACTION} a transaction)."
     )
     return result
