@@ -228,3 +228,16 @@ async def in_limbo(
         prefix,
     )
     return int(count)
+
+
+async def any_in_limbo(
+    conn: asyncpg.Connection, prefix: str = "limbo", executor: str = DEAD_EXECUTOR
+) -> bool:
+    """Whether any row `prefix-*` is still PENDING under `executor` (cheap while many are)."""
+    found = await conn.fetchval(
+        """SELECT EXISTS (SELECT 1 FROM dbos.workflow_status
+            WHERE status = 'PENDING' AND executor_id = $1 AND workflow_uuid LIKE $2 || '-%')""",
+        executor,
+        prefix,
+    )
+    return bool(found)

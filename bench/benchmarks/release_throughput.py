@@ -70,13 +70,18 @@ async def _db_now(conn: asyncpg.Connection) -> float:
 async def _wait_released(
     conn: asyncpg.Connection, total: int, seconds: float, executor: str
 ) -> tuple[int, float]:
-    """Poll until no row is left in limbo (or `seconds` pass): (released, database time)."""
+    """Poll until no row is left in limbo (or `seconds` pass): (released, database time).
+
+    Each poll asks only whether a row is left, which the first PENDING index entry answers
+    while work remains: counting them every 20 ms took a quarter of a core from the
+    PostgreSQL under test. The count is taken once, at the end."""
     deadline = time.perf_counter() + seconds
-    left = total
+    left = True
     while left and time.perf_counter() < deadline:
         await asyncio.sleep(0.02)
-        left = await data.in_limbo(conn, executor=executor)
-    return total - left, await _db_now(conn)
+        left = await data.any_in_limbo(conn, executor=executor)
+    done_at = await _db_now(conn)
+    return total - await data.in_limbo(conn, executor=executor), done_at
 
 
 async def _clear(conn: asyncpg.Connection) -> None:
