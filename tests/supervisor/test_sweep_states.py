@@ -355,3 +355,39 @@ async def test_a_sweep_of_several_transactions_acts_once_on_each_row(
     assert {statuses[i] for i in dead_ids} == {"ENQUEUED"}
     assert {statuses[i] for i in live_ids} == {"PENDING"}
     assert (await operator.sweep()).outcomes == []  # once: nothing is handed over again
+
+
+async def test_a_sweep_that_loses_leadership_stops_between_transactions(
+    conn: asyncpg.Connection, operator: Operator
+) -> None:
+    """`should_continue` (still the leader) turns false after the first transaction was
+    sent: that one commits, every later verdict is deferred untouched, and the next sweep
+    (the new leader's) hands them over."""
+    count = 2 * ROWS_PER_TRANSACTION + 7
+    await publish(conn, "dbos_workflow", 5)
+    await insert_executor(conn, "exec-a", seen_ago_s=30)  # dead
+    dead_ids = await insert_many_workflows(conn, "dead", count, stride_ms=2)
+    asked: list[bool] = []
+
+    def leading() -> bool:
+        asked.append(not asked)  # True the first time only
+        return asked[-1]
+
+    report = await operator.sweeper.sweep(should_continue=leading)
+
+    # Control: asked before each transaction, and leadership was really lost.
+    assert asked == [True, False]
+    assert len(report.outcomes) == ROWS_PER_TRANSACTION
+    assert {o.outcome for o in report.outcomes} == {OutcomeKind.APPLIED}
+    assert report.deferred == count - ROWS_PER_TRANSACTION
+    moved = await conn.fetchval(
+        "SELECT count(*) FROM dbos.workflow_status WHERE workflow_uuid = ANY($1)"
+        " AND status = 'ENQUEUED'",
+        dead_ids,
+    )
+    assert moved == ROWS_PER_TRANSACTION
+    assert len(await audit_rows(conn)) == ROWS_PER_TRANSACTION
+
+    rest = await operator.sweeper.sweep()
+    assert len(rest.outcomes) == count - ROWS_PER_TRANSACTION
+    assert {o.outcome for o in rest.outcomes} == {OutcomeKind.APPLIED}
