@@ -22,6 +22,7 @@ from __future__ import annotations
 import base64
 import json
 import pickle
+from dataclasses import replace
 from typing import Any
 
 import asyncpg
@@ -312,19 +313,7 @@ async def apply_batch(
             reasons=[_audit_reason(o, note) for o in outcomes],
             evidence=[_evidence(o) for o in outcomes],
         )
-    # (The constructor, not dataclasses.replace: a large batch builds thousands.)
-    return [
-        Outcome(
-            o.verdict,
-            o.outcome,
-            o.dedup_id_released,
-            o.reason,
-            ids[o.verdict.workflow_id],
-            o.current,
-            o.guard_held,
-        )
-        for o in outcomes
-    ]
+    return [replace(o, audit_id=ids[o.verdict.workflow_id]) for o in outcomes]
 
 
 def _audit_reason(outcome: Outcome, note: str | None) -> str:
