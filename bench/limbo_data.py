@@ -217,16 +217,18 @@ async def reset_limbo(conn: asyncpg.Connection, prefix: str = "limbo") -> int:
     return int(status.split()[-1])
 
 
+# The rows `in_limbo` counts and `any_in_limbo` looks for ($1 executor, $2 prefix).
+_IN_LIMBO = (
+    "FROM dbos.workflow_status"
+    " WHERE status = 'PENDING' AND executor_id = $1 AND workflow_uuid LIKE $2 || '-%'"
+)
+
+
 async def in_limbo(
     conn: asyncpg.Connection, prefix: str = "limbo", executor: str = DEAD_EXECUTOR
 ) -> int:
     """Rows `prefix-*` still PENDING under `executor`."""
-    count = await conn.fetchval(
-        """SELECT count(*) FROM dbos.workflow_status
-            WHERE status = 'PENDING' AND executor_id = $1 AND workflow_uuid LIKE $2 || '-%'""",
-        executor,
-        prefix,
-    )
+    count = await conn.fetchval(f"SELECT count(*) {_IN_LIMBO}", executor, prefix)
     return int(count)
 
 
@@ -234,10 +236,5 @@ async def any_in_limbo(
     conn: asyncpg.Connection, prefix: str = "limbo", executor: str = DEAD_EXECUTOR
 ) -> bool:
     """Whether any row `prefix-*` is still PENDING under `executor` (cheap while many are)."""
-    found = await conn.fetchval(
-        """SELECT EXISTS (SELECT 1 FROM dbos.workflow_status
-            WHERE status = 'PENDING' AND executor_id = $1 AND workflow_uuid LIKE $2 || '-%')""",
-        executor,
-        prefix,
-    )
+    found = await conn.fetchval(f"SELECT EXISTS (SELECT 1 {_IN_LIMBO})", executor, prefix)
     return bool(found)
