@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from enum import StrEnum
+from functools import cached_property
 from typing import Any
 
 
@@ -27,12 +28,13 @@ class WorkflowRow:
     # Latest start or completion of any of its steps (operation_outputs), None if no step.
     last_checkpoint_ms: int | None = None
 
-    @property
+    # Cached: the rules ask for both several times per row (a row never changes).
+    @cached_property
     def claimed_at(self) -> int:
         """When the current execution claimed the row (the latest of start and update)."""
         return max(self.started_at_ms or 0, self.updated_at)
 
-    @property
+    @cached_property
     def last_progress_ms(self) -> int:
         """The newest sign that this workflow moved: its row, or a step of it."""
         return max(self.claimed_at, self.last_checkpoint_ms or 0)

@@ -85,11 +85,17 @@ def guard_rule(name: str) -> Rule[Any]:
 
 
 def evaluate(rule: Rule[Any], wf: WorkflowRow, snap: Snapshot, settings: RuleSettings) -> Verdict:
+    return _evaluate(rule, wf, snap, settings.common, settings.config(rule))
+
+
+def _evaluate(
+    rule: Rule[Any], wf: WorkflowRow, snap: Snapshot, common: CommonSettings, config: Any
+) -> Verdict:
     # A row a live incarnation reports running is never touched, whatever the rule: the
     # store's guard restates it for every write.
     if wf.workflow_id in snap.listed and not rule.may_override_listing:
         return rule.no_match(wf, "a live executor reports running it: never touched")
-    return rule.evaluate(wf, snap, settings.common, settings.config(rule))
+    return rule.evaluate(wf, snap, common, config)
 
 
 def explain(wf: WorkflowRow, snap: Snapshot, settings: RuleSettings) -> list[Verdict]:
@@ -106,12 +112,13 @@ def explain(wf: WorkflowRow, snap: Snapshot, settings: RuleSettings) -> list[Ver
 def decide_each(snap: Snapshot, settings: RuleSettings) -> Iterator[Verdict]:
     """The deciding verdict for every workflow some enabled rule matches, oldest first, one
     at a time (a sweep acts on the first ones while it decides the rest)."""
-    active = settings.active()
+    active = [(rule, settings.config(rule)) for rule in settings.active()]
+    common = settings.common
     for wf in snap.workflows:
-        for rule in active:
+        for rule, config in active:
             if wf.status not in rule.statuses:
                 continue
-            verdict = evaluate(rule, wf, snap, settings)
+            verdict = _evaluate(rule, wf, snap, common, config)
             if verdict.matched:
                 yield verdict
                 break

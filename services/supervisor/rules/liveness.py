@@ -51,6 +51,10 @@ class Holder:
     evidence_at_ms: int | None = None  # when the evidence of death (or omission) was made
 
 
+def _name(executor: ExecutorRow) -> str:
+    return f"executor {executor.executor_id!r} ({executor.hostname}, pid {executor.pid})"
+
+
 def holder(wf: WorkflowRow, snap: Snapshot, report_grace_ms: int) -> Holder:
     """The state of the process that claimed `wf` (a PENDING row), read from the snapshot."""
     if wf.workflow_id in snap.listed:
@@ -60,7 +64,6 @@ def holder(wf: WorkflowRow, snap: Snapshot, report_grace_ms: int) -> Holder:
         return Holder(
             HolderState.UNREGISTERED, f"executor {wf.executor_id!r} never registered with Limbo"
         )
-    name = f"executor {executor.executor_id!r} ({executor.hostname}, pid {executor.pid})"
     if executor.live:
         report_at = executor.report_at_ms
         if (
@@ -70,27 +73,34 @@ def holder(wf: WorkflowRow, snap: Snapshot, report_grace_ms: int) -> Holder:
         ):
             return Holder(
                 HolderState.NOT_LISTED,
-                f"{name} is alive but its report of {snap.now_ms - report_at} ms ago, made "
-                f"{report_at - wf.claimed_at} ms after the claim, omits this workflow",
+                f"{_name(executor)} is alive but its report of {snap.now_ms - report_at} ms "
+                f"ago, made {report_at - wf.claimed_at} ms after the claim, omits this workflow",
                 executor,
                 report_at,
             )
-        return Holder(HolderState.ALIVE, f"{name} is {executor.state.value}", executor)
+        state = HolderState.ALIVE
+    else:
+        dead_since = executor.dead_since_ms or 0
+        state = HolderState.DEAD if dead_since > wf.claimed_at else HolderState.DEAD_BEFORE_CLAIM
+    # The rest does not depend on the row: built once per snapshot per executor and state
+    # (a mass release asks 10,000 times).
+    key = ("holder", executor.executor_id, state)
+    if key not in snap.memo:
+        snap.memo[key] = _holder_of(executor, state, snap.now_ms)
+    found: Holder = snap.memo[key]
+    return found
+
+
+def _holder_of(executor: ExecutorRow, state: HolderState, now_ms: int) -> Holder:
+    name = _name(executor)
+    if state is HolderState.ALIVE:
+        return Holder(state, f"{name} is {executor.state.value}", executor)
     dead_since = executor.dead_since_ms or 0
-    if dead_since > wf.claimed_at:
-        return Holder(
-            HolderState.DEAD,
-            f"{name} is {executor.state.value} since {snap.now_ms - dead_since} ms "
-            f"(after the claim)",
-            executor,
-            dead_since,
-        )
-    return Holder(
-        HolderState.DEAD_BEFORE_CLAIM,
-        f"{name} is {executor.state.value}, but the row was claimed after that",
-        executor,
-        dead_since,
-    )
+    if state is HolderState.DEAD:
+        why = f"{name} is {executor.state.value} since {now_ms - dead_since} ms (after the claim)"
+    else:
+        why = f"{name} is {executor.state.value}, but the row was claimed after that"
+    return Holder(state, why, executor, dead_since)
 
 
 def fresh_evidence(

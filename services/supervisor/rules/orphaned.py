@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from services.shared.config import env_field
-from services.supervisor.model import Action, Snapshot, Status, Verdict, WorkflowRow
+from services.supervisor.model import (
+    Action,
+    ExecutorRow,
+    Snapshot,
+    Status,
+    Verdict,
+    WorkflowRow,
+)
 from services.supervisor.model.schema import DbosSchema
 from services.supervisor.rules import liveness
 from services.supervisor.rules.attempts import hand_over
@@ -57,6 +64,15 @@ def live_executors_of_version(wf: WorkflowRow, snap: Snapshot) -> list[str]:
     return found
 
 
+def executor_evidence(executor: ExecutorRow, snap: Snapshot) -> dict[str, Any]:
+    """The holder's evidence, the same for each of its rows: built once per snapshot."""
+    key = ("executor_evidence", executor.executor_id)
+    if key not in snap.memo:
+        snap.memo[key] = executor.evidence(snap.now_ms)
+    found: dict[str, Any] = snap.memo[key]
+    return found
+
+
 class Orphaned(Rule[OrphanedConfig]):
     name = "orphaned"
     summary = "PENDING whose holder is dead since the claim, or alive without it: handed over"
@@ -78,7 +94,7 @@ class Orphaned(Rule[OrphanedConfig]):
         evidence: dict[str, Any] = {
             "executor_id": wf.executor_id,
             "holder": found.state.value,
-            **({} if executor is None else executor.evidence(snap.now_ms)),
+            **({} if executor is None else executor_evidence(executor, snap)),
         }
         if found.state in (HolderState.LISTED, HolderState.ALIVE, HolderState.UNREGISTERED):
             return self.no_match(wf, found.why, **evidence)
