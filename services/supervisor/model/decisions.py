@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
+
+import msgspec
 
 from services.supervisor.model.rows import WorkflowRow
 
@@ -40,8 +41,8 @@ class OutcomeKind(StrEnum):
     ALERTED = "alerted"  # an ALERT verdict, logged and counted
 
 
-@dataclass(frozen=True)
-class Verdict:
+# Structs, as the rows are (model/rows.py): a mass release builds 30,000 verdicts.
+class Verdict(msgspec.Struct, frozen=True):
     """One rule's judgement of one observed workflow.
 
     `guard` holds what the decision assumed beyond the row itself, by the name of the
@@ -53,8 +54,8 @@ class Verdict:
     matched: bool
     reason: str
     action: Action | None = None
-    evidence: Mapping[str, Any] = field(default_factory=dict)
-    guard: Mapping[str, Any] = field(default_factory=dict)
+    evidence: Mapping[str, Any] = {}
+    guard: Mapping[str, Any] = {}
     target_version: str | None = None  # UPGRADE
     error_message: str | None = None  # FAIL
 
@@ -77,8 +78,7 @@ class Verdict:
         }
 
 
-@dataclass(frozen=True)
-class Outcome:
+class Outcome(msgspec.Struct, frozen=True):
     verdict: Verdict
     outcome: OutcomeKind
     dedup_id_released: str | None

@@ -22,10 +22,10 @@ from __future__ import annotations
 import base64
 import json
 import pickle
-from dataclasses import replace
 from typing import Any
 
 import asyncpg
+import msgspec
 
 from services.supervisor.model import Action, Outcome, OutcomeKind, Status, Verdict
 from services.supervisor.model.schema import INTERNAL_QUEUE_NAME, DbosSchema
@@ -313,7 +313,7 @@ async def apply_batch(
             reasons=[_audit_reason(o, note) for o in outcomes],
             evidence=[_evidence(o) for o in outcomes],
         )
-    return [replace(o, audit_id=ids[o.verdict.workflow_id]) for o in outcomes]
+    return [msgspec.structs.replace(o, audit_id=ids[o.verdict.workflow_id]) for o in outcomes]
 
 
 def _audit_reason(outcome: Outcome, note: str | None) -> str:
