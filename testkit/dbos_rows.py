@@ -214,7 +214,7 @@ async def audit_rows(
     conn: asyncpg.Connection, workflow_id: str | None = None
 ) -> list[dict[str, Any]]:
     records = await conn.fetch(
-        "SELECT * FROM limbo.audit WHERE $1::text IS NULL OR workflow_id = $1 ORDER BY id",
+        "SELECT * FROM limbo.audit_entries WHERE $1::text IS NULL OR workflow_id = $1 ORDER BY id",
         workflow_id,
     )
     return [dict(r) for r in records]

@@ -102,7 +102,7 @@ def test_a_killed_apps_job_is_taken_over_by_a_replacement_and_its_dedup_id_freed
     # The audit trail names the handover, on the evidence of tp-a's death.
     audits = db(
         database_url,
-        lambda c: c.fetch("SELECT rule, action, outcome, evidence FROM limbo.audit"),
+        lambda c: c.fetch("SELECT rule, action, outcome, evidence FROM limbo.audit_entries"),
     )
     assert [(r["rule"], r["action"], r["outcome"]) for r in audits] == [
         ("orphaned", "reenqueue", "applied")

@@ -156,7 +156,7 @@ def test_typescript_orphan_is_taken_over_and_finishes(
         lambda: status_of(url, workflow_id)["status"] == "SUCCESS", 60, 0.2, "the job to finish"
     )
 
-    [handover] = query(url, "SELECT * FROM limbo.audit WHERE workflow_id = $1", workflow_id)
+    [handover] = query(url, "SELECT * FROM limbo.audit_entries WHERE workflow_id = $1", workflow_id)
     evidence = handover["evidence"]
     assert (handover["rule"], handover["action"], handover["outcome"]) == (
         "orphaned",
@@ -326,7 +326,7 @@ def test_fail_payload_is_read_by_the_typescript_sdk(
 
     wait_until(failed, 30, 0.2, "both parents failed")
     for parent in ("ts-parent", "pj-parent"):
-        [audit] = query(url, "SELECT * FROM limbo.audit WHERE workflow_id = $1", parent)
+        [audit] = query(url, "SELECT * FROM limbo.audit_entries WHERE workflow_id = $1", parent)
         assert (audit["rule"], audit["action"], audit["outcome"]) == (
             "dead_child",
             "fail",

@@ -196,7 +196,7 @@ async def test_postgres_stopped_10s_mid_load(pg: TestPostgres, stacks: StackFact
         # Every handover (if any) concerns work the fenced incarnation had claimed.
         actions = await audit_applied(database_url)
         assert {(a["rule"], a["action"]) for a in actions} <= {("orphaned", "reenqueue")}
-        for audit in await fetch(database_url, "SELECT evidence FROM limbo.audit"):
+        for audit in await fetch(database_url, "SELECT evidence FROM limbo.audit_entries"):
             evidence = json.loads(audit["evidence"])  # asyncpg returns jsonb as text
             if evidence["holder"] == "dead":
                 assert evidence["pid"] == worker_before, evidence  # the fenced incarnation

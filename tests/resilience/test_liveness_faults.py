@@ -100,7 +100,7 @@ async def applied(url: str) -> list[dict[str, Any]]:
     rows = await fetch(
         url,
         "SELECT workflow_id, rule, action, evidence, (extract(epoch FROM at) * 1000)::bigint "
-        "AS at_ms FROM limbo.audit WHERE outcome = 'applied' ORDER BY id",
+        "AS at_ms FROM limbo.audit_entries WHERE outcome = 'applied' ORDER BY id",
     )
     return [{**dict(r), "evidence": _json(r["evidence"])} for r in rows]
 

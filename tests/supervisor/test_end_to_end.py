@@ -32,7 +32,7 @@ def start_supervisor(spawn: Spawn, url: str, **env: str) -> str:
 
 
 def audit(url: str) -> list[dict[str, Any]]:
-    rows = asyncio.run(fetch(url, "SELECT * FROM limbo.audit ORDER BY id"))
+    rows = asyncio.run(fetch(url, "SELECT * FROM limbo.audit_entries ORDER BY id"))
     return [dict(r) for r in rows]
 
 

@@ -315,7 +315,7 @@ def test_no_false_positives_while_workflows_progress_and_recover(
 
     # No false positive: each audit row concerns a workflow claimed by an exec-a
     # incarnation that was already dead when the row was written.
-    audits = query(database_url, "SELECT * FROM limbo.audit ORDER BY id")
+    audits = query(database_url, "SELECT * FROM limbo.audit_entries ORDER BY id")
     for row in audits:
         evidence = json.loads(row["evidence"])
         observed = evidence["observed"]
