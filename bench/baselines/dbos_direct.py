@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import itertools
-import json
 import os
 import sys
 import time
@@ -30,6 +29,7 @@ from bench.baselines import (
     DEMO_QUEUE_CONCURRENCY,
     DEMO_QUEUE_POLL_INTERVAL,
     QUEUE,
+    control,
 )
 
 
@@ -55,21 +55,13 @@ async def direct_job(children: int, steps: int, step_seconds: float) -> dict[str
     return {"children": children, "steps": steps}
 
 
-async def _wait_for(path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} did not appear within {timeout}s")
-        await asyncio.sleep(0.01)
-
-
 async def measure(env: dict[str, str]) -> dict[str, Any]:
     concurrency = int(env["BENCH_CONCURRENCY"])
     max_requests = int(env["BENCH_MAX_REQUESTS"])
     max_seconds = float(env["BENCH_MAX_SECONDS"])
     warmup = int(env.get("BENCH_WARMUP", "0"))
     step_seconds = float(env.get("BENCH_STEP_SECONDS", "0"))
-    control = Path(env["BENCH_CONTROL_DIR"])
+    control_dir = Path(env["BENCH_CONTROL_DIR"])
     config: DBOSConfig = {
         "name": "limbo-bench-direct",
         "system_database_url": env["DATABASE_URL"],
@@ -102,8 +94,8 @@ async def measure(env: dict[str, str]) -> dict[str, Any]:
             await enqueue(index)
 
     await asyncio.gather(*(warm() for _ in range(min(concurrency, max(warmup, 1)))))
-    (control / "ready").write_text(str(os.getpid()))
-    await _wait_for(control / "go", timeout=120)
+    control.signal(control_dir / "ready", str(os.getpid()))
+    await control.wait_file(control_dir / "go", timeout=120)
     issued = 0
     deadline = time.monotonic() + max_seconds
 
@@ -127,27 +119,15 @@ async def measure(env: dict[str, str]) -> dict[str, Any]:
         "latencies_ms": latencies,
         "cpu_seconds": time.process_time() - cpu_before,
     }
-    tmp = control / "result.json.tmp"
-    tmp.write_text(json.dumps(result))
-    tmp.replace(control / "result.json")
+    control.write_json(control_dir / "result.json", result)
     # Stay (with our connections) until the harness has read the costs of the measured phase:
     # a backend that exits takes its CPU counters with it.
-    await _wait_for(control / "exit", timeout=120)
+    await control.wait_file(control_dir / "exit", timeout=120)
     return result
 
 
 def main() -> int:
-    asyncio.run(_measure_and_leave(dict(os.environ)))
-    return 0
-
-
-async def _measure_and_leave(env: dict[str, str]) -> None:
-    await measure(env)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    # The saturating jobs sleep on and the database is thrown away: leave without draining
-    # (cancelling them on the way out of asyncio.run would only add noise to the log).
-    os._exit(0)
+    return control.run_and_leave(measure)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,6 @@ from BENCH_CONCURRENCY concurrent tasks (the worker's pass uses as many HTTP cli
 from __future__ import annotations
 
 import asyncio
-import json
 import os
 import sys
 import time
@@ -34,7 +33,7 @@ from typing import Any
 import sqlalchemy as sa
 from dbos import DBOS, AsyncSQLAlchemyDatasource, DBOSConfig, SetEnqueueOptions
 
-from bench.baselines import APP_VERSION
+from bench.baselines import APP_VERSION, control
 from services.demo.settings import DemoSettings
 from services.shared.config import Env, load_fields
 
@@ -81,19 +80,11 @@ def declare(settings: DemoSettings, datasource: AsyncSQLAlchemyDatasource, execu
     return e2e_job
 
 
-async def _wait_for(path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path} did not appear within {timeout}s")
-        await asyncio.sleep(0.01)
-
-
 async def measure(env: dict[str, str]) -> None:
     jobs = int(env["BENCH_JOBS"])
     concurrency = int(env["BENCH_CONCURRENCY"])
     executor = env["BENCH_EXECUTOR_ID"]
-    control = Path(env["BENCH_CONTROL_DIR"])
+    control_dir = Path(env["BENCH_CONTROL_DIR"])
     settings = load_fields(DemoSettings, Env(env))
     config: DBOSConfig = {
         "name": "limbo-bench-e2e",
@@ -112,8 +103,8 @@ async def measure(env: dict[str, str]) -> None:
         worker_concurrency=settings.concurrency,
         polling_interval_sec=settings.poll_interval,
     )
-    (control / "ready").write_text(str(os.getpid()))
-    await _wait_for(control / "go", timeout=120)
+    control.signal(control_dir / "ready", str(os.getpid()))
+    await control.wait_file(control_dir / "go", timeout=120)
 
     started = time.perf_counter()
     numbers = iter(range(jobs))
@@ -128,23 +119,14 @@ async def measure(env: dict[str, str]) -> None:
                 errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
 
     await asyncio.gather(*(enqueuer() for _ in range(concurrency)))
-    tmp = control / "enqueued.json.tmp"
-    tmp.write_text(json.dumps({"seconds": time.perf_counter() - started, "errors": errors}))
-    tmp.replace(control / "enqueued.json")
+    seconds = time.perf_counter() - started
+    control.write_json(control_dir / "enqueued.json", {"seconds": seconds, "errors": errors})
     # Run the jobs until the harness saw the last one end and read the costs.
-    await _wait_for(control / "exit", timeout=900)
+    await control.wait_file(control_dir / "exit", timeout=900)
 
 
 def main() -> int:
-    asyncio.run(_measure_and_leave(dict(os.environ)))
-    return 0
-
-
-async def _measure_and_leave(env: dict[str, str]) -> None:
-    await measure(env)
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(0)  # the database is thrown away: no drain
+    return control.run_and_leave(measure)
 
 
 if __name__ == "__main__":

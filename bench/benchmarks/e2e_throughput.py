@@ -22,7 +22,6 @@ what the default leaves on the table, or not.
 from __future__ import annotations
 
 import asyncio
-import json
 import statistics
 import tempfile
 import time
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.baselines import DEMO_QUEUE_CONCURRENCY, DEMO_QUEUE_POLL_INTERVAL
+from bench.baselines import control as control_files
 from bench.baselines.dbos_e2e import PARENT as DBOS_PARENT
 from bench.harness import BenchContext, fetch, poll
 from bench.load import run_load
@@ -174,12 +174,12 @@ async def dbos_pass(ctx: BenchContext, tag: str, jobs: int) -> Pass:
                 },
                 name=f"dbos-e2e-{tag}",
             )
-            await _wait_file(proc.alive, control / "ready", 120.0)
+            await control_files.wait_file(control / "ready", 120.0, proc.alive)
 
             async def enqueue_all() -> float:
-                (control / "go").write_text("go")
-                await _wait_file(proc.alive, control / "enqueued.json", 120.0)
-                data = json.loads((control / "enqueued.json").read_text())
+                control_files.signal(control / "go")
+                await control_files.wait_file(control / "enqueued.json", 120.0, proc.alive)
+                data = control_files.read_json(control / "enqueued.json")
                 if data["errors"]:
                     raise RuntimeError(f"enqueue failed: {data['errors']}")
                 return float(data["seconds"])
@@ -187,18 +187,8 @@ async def dbos_pass(ctx: BenchContext, tag: str, jobs: int) -> Pass:
             try:
                 return await _finish(ctx, url, DBOS_PARENT, proc.pid, jobs, enqueue_all)
             finally:
-                (control / "exit").write_text("exit")
+                control_files.signal(control / "exit")
                 proc.kill()
-
-
-async def _wait_file(alive: Callable[[], bool], path: Path, timeout: float) -> None:
-    deadline = time.monotonic() + timeout
-    while not path.exists():
-        if not alive():
-            raise RuntimeError(f"process exited before writing {path.name}")
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{path.name} not written within {timeout}s")
-        await asyncio.sleep(0.01)
 
 
 def _check_effects(result: BenchResult, label: str, run: Pass) -> None:

@@ -17,12 +17,12 @@ CPU of the serving process and of PostgreSQL.
 from __future__ import annotations
 
 import asyncio
-import json
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bench.baselines import control as control_files
 from bench.harness import BenchContext, Cost
 from bench.load import LoadResult, run_load
 from bench.results import BenchResult
@@ -168,15 +168,13 @@ async def direct_round(ctx: BenchContext, round_no: int, p: Plan) -> Sample:
                 },
                 name=f"dbos-direct-{round_no}",
             )
-            await _wait_file(proc_alive=proc.alive, path=control / "ready", timeout=120)
+            await control_files.wait_file(control / "ready", 120, proc.alive)
             before = await ctx.cost_snapshot(url, (proc.pid,))
-            (control / "go").write_text("go")
-            await _wait_file(
-                proc_alive=proc.alive, path=control / "result.json", timeout=p.max_seconds + 60
-            )
+            control_files.signal(control / "go")
+            await control_files.wait_file(control / "result.json", p.max_seconds + 60, proc.alive)
             after = await ctx.cost_snapshot(url, (proc.pid,))
-            data = json.loads((control / "result.json").read_text())
-            (control / "exit").write_text("exit")
+            data = control_files.read_json(control / "result.json")
+            control_files.signal(control / "exit")
             await asyncio.to_thread(proc.wait, 30)
     if data["ok"] == 0:
         raise RuntimeError(f"direct: no enqueue succeeded: {data['errors']}")
@@ -187,17 +185,6 @@ async def direct_round(ctx: BenchContext, round_no: int, p: Plan) -> Sample:
         cost=ctx.cost(before, after, (proc.pid,)),
         detail={"errors": data["errors"], "process_cpu_seconds": data["cpu_seconds"]},
     )
-
-
-async def _wait_file(*, proc_alive: Any, path: Path, timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not path.exists():
-        if not proc_alive():
-            raise RuntimeError(f"process exited before writing {path.name}")
-        if loop.time() > deadline:
-            raise TimeoutError(f"{path.name} not written within {timeout}s")
-        await asyncio.sleep(0.02)
 
 
 ROUNDS = {"limbo": limbo_round, "fastapi": fastapi_round, "direct": direct_round}
