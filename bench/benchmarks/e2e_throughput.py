@@ -30,8 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench.baselines import DEMO_QUEUE_CONCURRENCY, DEMO_QUEUE_POLL_INTERVAL
-from bench.baselines import control as control_files
+from bench.baselines import DEMO_QUEUE_CONCURRENCY, DEMO_QUEUE_POLL_INTERVAL, control
 from bench.baselines.dbos_e2e import PARENT as DBOS_PARENT
 from bench.harness import BenchContext, fetch, poll
 from bench.load import run_load
@@ -162,7 +161,7 @@ async def dbos_pass(ctx: BenchContext, tag: str, jobs: int) -> Pass:
     """A fresh database and the DBOS-alone process; all jobs enqueued at once in-process."""
     async with ctx.database(f"e2e_{tag}") as url:
         with tempfile.TemporaryDirectory(prefix="limbo-bench-e2e-") as tmp:
-            control = Path(tmp)
+            control_dir = Path(tmp)
             proc = ctx.spawn(
                 "bench.baselines.dbos_e2e",
                 {
@@ -170,16 +169,16 @@ async def dbos_pass(ctx: BenchContext, tag: str, jobs: int) -> Pass:
                     "BENCH_EXECUTOR_ID": f"bench-e2e-{tag}",
                     "BENCH_JOBS": str(jobs),
                     "BENCH_CONCURRENCY": str(CLIENTS),
-                    "BENCH_CONTROL_DIR": str(control),
+                    "BENCH_CONTROL_DIR": str(control_dir),
                 },
                 name=f"dbos-e2e-{tag}",
             )
-            await control_files.wait_file(control / "ready", 120.0, proc.alive)
+            await control.wait_file(control_dir / "ready", 120.0, proc.alive)
 
             async def enqueue_all() -> float:
-                control_files.signal(control / "go")
-                await control_files.wait_file(control / "enqueued.json", 120.0, proc.alive)
-                data = control_files.read_json(control / "enqueued.json")
+                control.signal(control_dir / "go")
+                await control.wait_file(control_dir / "enqueued.json", 120.0, proc.alive)
+                data = control.read_json(control_dir / "enqueued.json")
                 if data["errors"]:
                     raise RuntimeError(f"enqueue failed: {data['errors']}")
                 return float(data["seconds"])
@@ -187,7 +186,7 @@ async def dbos_pass(ctx: BenchContext, tag: str, jobs: int) -> Pass:
             try:
                 return await _finish(ctx, url, DBOS_PARENT, proc.pid, jobs, enqueue_all)
             finally:
-                control_files.signal(control / "exit")
+                control.signal(control_dir / "exit")
                 proc.kill()
 
 

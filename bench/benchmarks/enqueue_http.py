@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from bench.baselines import control as control_files
+from bench.baselines import control
 from bench.harness import BenchContext, Cost
 from bench.load import LoadResult, run_load
 from bench.results import BenchResult
@@ -153,7 +153,7 @@ async def fastapi_round(ctx: BenchContext, round_no: int, p: Plan) -> Sample:
 async def direct_round(ctx: BenchContext, round_no: int, p: Plan) -> Sample:
     async with ctx.database(f"enq_direct_{round_no}") as url:
         with tempfile.TemporaryDirectory(prefix="limbo-bench-direct-") as tmp:
-            control = Path(tmp)
+            control_dir = Path(tmp)
             proc = ctx.spawn(
                 "bench.baselines.dbos_direct",
                 {
@@ -164,17 +164,19 @@ async def direct_round(ctx: BenchContext, round_no: int, p: Plan) -> Sample:
                     "BENCH_MAX_SECONDS": str(p.max_seconds),
                     "BENCH_WARMUP": str(p.warmup),
                     "BENCH_STEP_SECONDS": str(SATURATING_STEP_SECONDS),
-                    "BENCH_CONTROL_DIR": str(control),
+                    "BENCH_CONTROL_DIR": str(control_dir),
                 },
                 name=f"dbos-direct-{round_no}",
             )
-            await control_files.wait_file(control / "ready", 120, proc.alive)
+            await control.wait_file(control_dir / "ready", 120, proc.alive, poll=0.02)
             before = await ctx.cost_snapshot(url, (proc.pid,))
-            control_files.signal(control / "go")
-            await control_files.wait_file(control / "result.json", p.max_seconds + 60, proc.alive)
+            control.signal(control_dir / "go")
+            await control.wait_file(
+                control_dir / "result.json", p.max_seconds + 60, proc.alive, poll=0.02
+            )
             after = await ctx.cost_snapshot(url, (proc.pid,))
-            data = control_files.read_json(control / "result.json")
-            control_files.signal(control / "exit")
+            data = control.read_json(control_dir / "result.json")
+            control.signal(control_dir / "exit")
             await asyncio.to_thread(proc.wait, 30)
     if data["ok"] == 0:
         raise RuntimeError(f"direct: no enqueue succeeded: {data['errors']}")
