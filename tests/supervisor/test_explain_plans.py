@@ -32,7 +32,7 @@ from services.supervisor.store.reads import (
     one_workflow_query,
     prefilter_for,
 )
-from services.supervisor.store.writes import observed_arrays, update_statement
+from services.supervisor.store.writes import observed_rows, update_statement
 from testkit.postgres import TestPostgres
 from tests.supervisor.test_dbos_schemas import load_dbos_28
 
@@ -150,7 +150,7 @@ async def check_plans(conn: asyncpg.Connection, schema: DbosSchema) -> dict[str,
             verdicts = _verdicts(rule, action)
             for dry_run in (False, True):
                 sql = update_statement(schema, rule, action, dry_run=dry_run)
-                nodes = await plan(conn, sql, *observed_arrays(rule, action, verdicts))
+                nodes = await plan(conn, sql, observed_rows(rule, action, verdicts))
                 assert_no_seq_scan(nodes, f"{rule.name} {action} (dry run: {dry_run})")
     return results
 

@@ -41,7 +41,7 @@ class Signal(StrEnum):
 @dataclass(frozen=True)
 class GuardColumn:
     name: str
-    sql_type: str  # the array element type its values are passed as
+    sql_type: str  # the SQL type its JSON values are read as
 
 
 @dataclass(frozen=True)
