@@ -154,10 +154,11 @@ async def insert(
     """One audit row per outcome (in order), and one audit_batch row for the evidence they
     all share; returns the audit ID of each workflow.
 
-    The rows travel as one JSON text parameter and each evidence becomes jsonb in the server:
-    a jsonb[] parameter went over the wire as one text-format array whose every element is
-    quoted and escaped (about 40 us a row, half a large release's audit time), and arrays of
-    text cost asyncpg three ABC checks per element."""
+    The rows travel as one JSON text parameter, parsed once as jsonb, so each evidence is
+    jsonb already: a jsonb[] parameter went over the wire as one text-format array whose
+    every element is quoted and escaped (about 40 us a row), arrays of text cost asyncpg ABC
+    checks per element, and json_to_recordset parses each nested evidence a second time
+    (57 ms per 2,000 rows against 41 ms)."""
     shared, own = split_shared(evidence)
     records = [
         {
@@ -181,7 +182,7 @@ async def insert(
                  reason, evidence, batch_id)
             SELECT $1, r.rule, r.action, r.workflow_id, r.outcome, $2, r.released,
                    r.reason, r.evidence, (SELECT id FROM batch)
-              FROM json_to_recordset($4::text::json)
+              FROM jsonb_to_recordset($4::text::jsonb)
                    AS r(rule text, action text, workflow_id text, outcome text, released text,
                         reason text, evidence jsonb, ord int)
              ORDER BY r.ord
