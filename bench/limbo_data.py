@@ -78,11 +78,14 @@ async def open_supervisor(url: str, **environ: str) -> OpenSupervisor:
     return OpenSupervisor(Operator(pool, schema, settings), pool)
 
 
-async def register_executors(conn: asyncpg.Connection) -> None:
+async def register_executors(conn: asyncpg.Connection, *, reporting: bool = False) -> None:
     """Three live executors (their session locks held by `conn` while it stays open), a dead
-    one (expired: lease over 55 s ago), and the registry."""
+    one (expired: lease over 55 s ago), and the registry. `reporting`: the live ones report
+    their work, as the shipped worker does (`insert_live_pending` then reports their rows)."""
     for executor_id in LIVE_EXECUTORS:
-        await insert_executor(conn, executor_id, app=APP_NAME, version=APP_VERSION)
+        await insert_executor(
+            conn, executor_id, app=APP_NAME, version=APP_VERSION, running=[] if reporting else None
+        )
     await insert_executor(
         conn, DEAD_EXECUTOR, app=APP_NAME, version=APP_VERSION, seen_ago_s=DEAD_SEEN_AGO_S
     )
@@ -184,6 +187,25 @@ async def insert_live_pending(conn: asyncpg.Connection, start: int, stop: int) -
         executor_sql=f"(ARRAY{list(LIVE_EXECUTORS)!r})[1 + i % 3]",
         age_ms=60_000,
     )
+    await report_live_work(conn)
+
+
+async def report_live_work(conn: asyncpg.Connection) -> None:
+    """Each live executor beats through the contract (on `conn`, which holds its lock) with
+    the IDs of its PENDING rows as its work report; ignored by executors that do not report."""
+    for row in await conn.fetch(
+        """SELECT e.executor_id, e.incarnation,
+                  (SELECT coalesce(array_agg(w.workflow_uuid), '{}') FROM dbos.workflow_status w
+                    WHERE w.status = 'PENDING' AND w.executor_id = e.executor_id) AS running
+             FROM limbo.executors e WHERE e.executor_id = ANY($1::text[])""",
+        list(LIVE_EXECUTORS),
+    ):
+        await conn.execute(
+            "SELECT limbo.executor_beat($1, $2, $3)",
+            row["executor_id"],
+            row["incarnation"],
+            row["running"],
+        )
 
 
 async def insert_limbo(

@@ -5,7 +5,8 @@ their `operation_outputs` rows; history a mix of SUCCESS, ERROR, CANCELLED and d
 At each size two in-flight mixes are measured:
 
 - `issue mix`: 1% of the rows PENDING, 100 of them in limbo (under a dead executor), the rest
-  on live executors; so the pending work grows with the table, 100 -> 1,000 -> 10,000 rows;
+  on live executors, whose work reports list them (as the shipped worker's beats do); so the
+  pending work grows with the table, 100 -> 1,000 -> 10,000 rows;
 - `fixed in-flight`: the same table with only the 100 in limbo PENDING (the other PENDING
   rows made SUCCESS for the measurement, then restored): only history grows.
 
@@ -143,7 +144,7 @@ async def run(ctx: BenchContext) -> BenchResult:
         conn = await asyncpg.connect(asyncpg_dsn(url))
         opened = await data.open_supervisor(url)
         try:
-            await data.register_executors(conn)
+            await data.register_executors(conn, reporting=True)
             await data.insert_limbo(conn, IN_LIMBO)
             history = IN_LIMBO
             live = 0

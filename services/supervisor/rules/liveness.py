@@ -156,9 +156,12 @@ def ms(expression: str) -> str:
     return f"(extract(epoch FROM {expression}) * 1000)::bigint"
 
 
+# Reported as running by a live incarnation: one uncorrelated set, which PostgreSQL hashes
+# once per statement. Searched row by row in each report's array it cost rows x reported
+# comparisons: a sweep at 1M rows whose executors report their 10k PENDING rows took 1.3 s.
 LISTED_SQL = (
-    "EXISTS (SELECT 1 FROM live l WHERE l.state IN ('alive', 'suspect') "
-    "AND ws.workflow_uuid = ANY(l.running))"
+    "(ws.workflow_uuid = ANY (SELECT r.id FROM live l, unnest(l.running) AS r(id) "
+    "WHERE l.state IN ('alive', 'suspect') AND r.id IS NOT NULL))"
 )
 
 
@@ -261,11 +264,19 @@ def prefilter_sql(p: SqlParams, ctx: PrefilterContext, report_grace_ms: int) -> 
     if reporting:
         ids = p("reporting_executors", reporting, "text[]")
         grace = p("report_grace_ms", report_grace_ms, "bigint")
+        # The reports as one hashed set (see LISTED_SQL); a row another live executor
+        # reports is LISTED for the judge too.
+        reported = (
+            f"SELECT r.id FROM limbo.executors e, unnest(e.running) AS r(id) "
+            f"WHERE e.executor_id = ANY({ids}) AND r.id IS NOT NULL"
+        )
+        # The set first: most rows of a reporting executor are in its report, and the
+        # hashed lookup settles them without probing the executor's row.
         clauses.append(
-            f"EXISTS (SELECT 1 FROM limbo.executors e WHERE e.executor_id = ws.executor_id "
+            f"(NOT ws.workflow_uuid = ANY ({reported}) "
+            f"AND EXISTS (SELECT 1 FROM limbo.executors e WHERE e.executor_id = ws.executor_id "
             f"AND e.executor_id = ANY({ids}) AND e.running IS NOT NULL "
-            f"AND {ms('e.report_at')} > {claimed_sql()} + {grace} "
-            f"AND NOT ws.workflow_uuid = ANY(e.running))"
+            f"AND {ms('e.report_at')} > {claimed_sql()} + {grace}))"
         )
     return " OR ".join(clauses)
 
