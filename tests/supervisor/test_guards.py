@@ -100,6 +100,27 @@ async def test_a_row_a_live_executor_reports_running_is_never_touched(
     assert (await operator.candidates()).verdicts == []
 
 
+async def test_an_alive_holder_whose_report_now_lists_the_row_keeps_it(
+    conn: asyncpg.Connection, operator: Operator
+) -> None:
+    # Alive and reporting, its report (made after the claim and the grace) omits "w" and
+    # "w2": both orphaned. Then its report lists "w" after all: only "w2" is handed over.
+    await insert_executor(conn, "exec-a", running=["other"])
+    await insert_workflow(conn, "w", dedup="d", updated_ago_ms=40_000)
+    await insert_workflow(conn, "w2", dedup="d2", updated_ago_ms=40_000)
+    verdicts = (await operator.candidates()).verdicts
+    assert {(v.workflow_id, v.evidence["holder"]) for v in verdicts} == {
+        ("w", "not_listed"),
+        ("w2", "not_listed"),
+    }
+    await conn.execute(
+        "UPDATE limbo.executors SET running = ARRAY['other', 'w'] WHERE executor_id = 'exec-a'"
+    )
+    outcomes = {v.workflow_id: (await act(operator, v)).outcome for v in verdicts}
+    assert outcomes == {"w": "skipped", "w2": "applied"}
+    assert (await row(conn, "w"))["status"] == "PENDING"
+
+
 async def test_dead_child_guard_sees_a_new_step(
     conn: asyncpg.Connection, operator: Operator
 ) -> None:

@@ -159,6 +159,11 @@ def ms(expression: str) -> str:
 # Reported as running by a live incarnation: one uncorrelated set, which PostgreSQL hashes
 # once per statement. Searched row by row in each report's array it cost rows x reported
 # comparisons: a sweep at 1M rows whose executors report their 10k PENDING rows took 1.3 s.
+# Every (executor, workflow) a report lists, as one set hashed once per statement: the
+# holder's own report omits the row exactly when its pair is not in it.
+REPORTED_PAIRS_SQL = (
+    "SELECT rl.executor_id, r.id FROM live rl, unnest(rl.running) AS r(id) WHERE r.id IS NOT NULL"
+)
 LISTED_SQL = (
     "(ws.workflow_uuid = ANY (SELECT r.id FROM live l, unnest(l.running) AS r(id) "
     "WHERE l.state IN ('alive', 'suspect') AND r.id IS NOT NULL))"
@@ -227,7 +232,7 @@ def guard_sql(schema: DbosSchema) -> str:
     not_listed = (
         f"o.holder = 'not_listed' AND l.state IN ('alive', 'suspect') AND l.running IS NOT NULL "
         f"AND {ms('l.report_at')} > o.claimed_at + o.report_grace_ms "
-        f"AND NOT ws.workflow_uuid = ANY(l.running)"
+        f"AND NOT (ws.executor_id, ws.workflow_uuid) IN ({REPORTED_PAIRS_SQL})"
     )
     stalled = "o.holder = 'dead_before_claim' AND l.state IN ('lost', 'expired', 'stopped')"
     return (
