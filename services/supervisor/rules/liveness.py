@@ -156,18 +156,24 @@ def ms(expression: str) -> str:
     return f"(extract(epoch FROM {expression}) * 1000)::bigint"
 
 
-# Reported as running by a live incarnation: one uncorrelated set, which PostgreSQL hashes
-# once per statement. Searched row by row in each report's array it cost rows x reported
-# comparisons: a sweep at 1M rows whose executors report their 10k PENDING rows took 1.3 s.
-# Every (executor, workflow) a report lists, as one set hashed once per statement: the
-# holder's own report omits the row exactly when its pair is not in it.
-REPORTED_PAIRS_SQL = (
-    "SELECT rl.executor_id, r.id FROM live rl, unnest(rl.running) AS r(id) WHERE r.id IS NOT NULL"
-)
-LISTED_SQL = (
-    "(ws.workflow_uuid = ANY (SELECT r.id FROM live l, unnest(l.running) AS r(id) "
-    "WHERE l.state IN ('alive', 'suspect') AND r.id IS NOT NULL))"
-)
+def reported_sql(source: str, where: str, columns: str = "r.id") -> str:
+    """What the work reports of `source`'s rows (alias `rep`) matching `where` list, NULL
+    elements left out as the judge leaves them out: one uncorrelated set, which PostgreSQL
+    hashes once per statement. Searched in each report's array for every row it cost rows x
+    reported IDs: a sweep at 1M rows whose executors reported their 10k PENDING rows took
+    1.3 s."""
+    return (
+        f"SELECT {columns} FROM {source} rep, unnest(rep.running) AS r(id) "
+        f"WHERE {where} AND r.id IS NOT NULL"
+    )
+
+
+# Reported as running by a live incarnation.
+_LIVE_REPORTS = reported_sql("live", "rep.state IN ('alive', 'suspect')")
+LISTED_SQL = f"(ws.workflow_uuid = ANY ({_LIVE_REPORTS}))"
+# Every (executor, workflow) a report lists: the holder's own report omits the row exactly
+# when its pair is not among them.
+REPORTED_PAIRS_SQL = reported_sql("live", "TRUE", "rep.executor_id, r.id")
 
 
 def last_checkpoint_sql(schema: DbosSchema, workflow: str = "ws") -> str:
@@ -269,12 +275,8 @@ def prefilter_sql(p: SqlParams, ctx: PrefilterContext, report_grace_ms: int) -> 
     if reporting:
         ids = p("reporting_executors", reporting, "text[]")
         grace = p("report_grace_ms", report_grace_ms, "bigint")
-        # The reports as one hashed set (see LISTED_SQL); a row another live executor
-        # reports is LISTED for the judge too.
-        reported = (
-            f"SELECT r.id FROM limbo.executors e, unnest(e.running) AS r(id) "
-            f"WHERE e.executor_id = ANY({ids}) AND r.id IS NOT NULL"
-        )
+        # A row another live executor reports is LISTED for the judge too.
+        reported = reported_sql("limbo.executors", f"rep.executor_id = ANY({ids})")
         # The set first: most rows of a reporting executor are in its report, and the
         # hashed lookup settles them without probing the executor's row.
         clauses.append(
