@@ -141,9 +141,13 @@ async def _write_alone(
             " WHERE workflow_uuid LIKE 'limbo-%' AND status = 'PENDING' ORDER BY created_at"
         )
     ]
+    # Driven by the IDs through the primary key, whatever the statistics say: `= ANY($1)`
+    # let the planner walk the PENDING index testing each row against the whole array
+    # whenever ANALYZE last ran before the rows appeared (1.3 s for 10k instead of 0.2 s).
     update = (
         f"UPDATE {schema.workflow_status} ws SET {set_clause(schema, Action.REENQUEUE)} "
-        "WHERE ws.workflow_uuid = ANY($1::text[]) AND ws.status = 'PENDING'"
+        "FROM unnest($1::text[]) AS i(id) "
+        "WHERE ws.workflow_uuid = i.id AND ws.status = 'PENDING'"
     )
     sql = (
         f"WITH changed AS ({update} RETURNING ws.workflow_uuid) "
