@@ -8,7 +8,8 @@ At each size two in-flight mixes are measured:
   on live executors, whose work reports list them (as the shipped worker's beats do); so the
   pending work grows with the table, 100 -> 1,000 -> 10,000 rows;
 - `fixed in-flight`: the same table with only the 100 in limbo PENDING (the other PENDING
-  rows made SUCCESS for the measurement, then restored): only history grows.
+  rows made SUCCESS for the measurement, then restored, the live executors' work reports
+  following each change): only history grows.
 
 A sweep is timed through the service's own code (`Sweeper.sweep`, the call its loop makes
 as leader): stamp lost sessions, observe the candidates in one snapshot, decide, and act on
@@ -177,11 +178,13 @@ async def run(ctx: BenchContext) -> BenchResult:
                     f"scan_ms_{tag}", f"scan alone at {tag} (issue mix)", scan_ms, "ms"
                 )
 
-                # Fixed in-flight: the live PENDING rows out of the way, then back.
+                # Fixed in-flight: the live PENDING rows out of the way, then back; the live
+                # executors report what they run then (nothing), as the worker's beats do.
                 await conn.execute(
                     "UPDATE dbos.workflow_status SET status = 'SUCCESS'"
                     " WHERE workflow_uuid LIKE 'live-%' AND status = 'PENDING'"
                 )
+                await data.report_live_work(conn)
                 sweep_f, scan_f, _ = await _sweeps(conn, opened, repeats(ctx))
                 series["fixed"].append(sweep_f)
                 series["scan_fixed"].append(scan_f)
@@ -189,6 +192,7 @@ async def run(ctx: BenchContext) -> BenchResult:
                     "UPDATE dbos.workflow_status SET status = 'PENDING'"
                     " WHERE workflow_uuid LIKE 'live-%' AND status = 'SUCCESS'"
                 )
+                await data.report_live_work(conn)
                 result.add_samples(
                     f"sweep_fixed_ms_{tag}",
                     f"sweep at {tag} rows, only the {IN_LIMBO} in limbo PENDING",
