@@ -69,7 +69,7 @@ async def _sweeps(
     sweep_ms: list[float] = []
     scan_ms: list[float] = []
     acted = 0
-    for round_no in range(WARMUP + count):
+    for _ in range(WARMUP + count):
         await data.reset_limbo(conn)
         started = time.perf_counter()
         verdicts = (await opened.operator.candidates()).verdicts
@@ -82,9 +82,7 @@ async def _sweeps(
         acted = sum(1 for o in report.outcomes if o.outcome == "applied")
         if acted != IN_LIMBO:
             raise RuntimeError(f"sweep applied {acted} of {IN_LIMBO}: {report.describe()}")
-        if round_no < WARMUP:
-            del sweep_ms[-1], scan_ms[-1]
-    return sweep_ms, scan_ms, acted
+    return sweep_ms[WARMUP:], scan_ms[WARMUP:], acted
 
 
 async def explain_pending_read(
