@@ -288,6 +288,27 @@ def prefilter_sql(p: SqlParams, ctx: PrefilterContext, report_grace_ms: int) -> 
     return " OR ".join(clauses)
 
 
+def skipping_listed(
+    p: SqlParams, ctx: PrefilterContext, rules_sql: str, whole: frozenset[str]
+) -> str:
+    """The read's form of the listing rule: `rules_sql` (the rules' prefilters) only for rows
+    no live incarnation reports running (`Snapshot.listed`: the judge never touches them).
+    One hashed probe settles each reported row before any rule's predicate: the shipped
+    worker reports all its work, so at 1M rows 9,900 of 10k PENDING rows stop there. The
+    rows of the `whole` executors are kept whatever their listing, as the rules that read
+    every PENDING row of them (`fully_read_executors`) derive their progress from all."""
+    snap = ctx.snap
+    listing = sorted(e.executor_id for e in snap.executors.values() if e.live and e.running)
+    if not listing:
+        return rules_sql
+    ids = p("listing_executors", listing, "text[]")
+    reported = reported_sql("limbo.executors", f"rep.executor_id = ANY({ids})")
+    sql = f"NOT ws.workflow_uuid = ANY ({reported}) AND ({rules_sql})"
+    if whole:
+        sql = f"ws.executor_id = ANY({p('whole_executors', sorted(whole), 'text[]')}) OR ({sql})"
+    return sql
+
+
 def fully_read_executors(ctx: PrefilterContext) -> frozenset[str]:
     """The executors `prefilter_sql` reads every PENDING row of (its first clause)."""
     return frozenset(dead_executor_ids(ctx.snap))

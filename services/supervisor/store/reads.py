@@ -3,7 +3,8 @@
 Every query on DBOS's tables is shaped for an index DBOS already has: in-flight rows through
 the partial indexes on `status IN ('ENQUEUED', 'PENDING')` (3.x) or the status index (2.8);
 steps and children through primary keys. Each enabled rule's prefilter narrows the reads to
-rows it could match, so a sweep's cost follows the work in limbo, not the table's size.
+rows it could match, so a sweep's cost follows the work in limbo, not the table's size; a
+PENDING row a live executor reports running is settled by one hashed lookup first.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from services.supervisor.model.schema import DbosSchema
 from services.supervisor.model.status import sql_list
 from services.supervisor.rules import RuleSettings
 from services.supervisor.rules.base import PrefilterContext, Signal, SqlParams
-from services.supervisor.rules.liveness import claimed_sql, last_checkpoint_sql
+from services.supervisor.rules.liveness import claimed_sql, last_checkpoint_sql, skipping_listed
 from services.supervisor.store import executors as executor_store
 from services.supervisor.store.connection import NOW_MS, Conn
 
@@ -170,7 +171,9 @@ def prefilter_for(
     status: Status, ctx: PrefilterContext, settings: RuleSettings
 ) -> tuple[str, list[Any]] | None:
     """The OR of every enabled rule's prefilter for `status` and its parameters (after the
-    read's LIMIT, `$1`); None when no enabled rule reads that status."""
+    read's LIMIT, `$1`); None when no enabled rule reads that status. For PENDING rows it
+    applies only to rows no live incarnation reports (`liveness.skipping_listed`), unless a
+    rule may override that listing."""
     rules = [rule for rule in settings.active() if status in rule.statuses]
     if not rules:
         return None
@@ -179,6 +182,9 @@ def prefilter_for(
         f"({rule.prefilter(status, p, ctx, settings.common, settings.config(rule))})"
         for rule in rules
     )
+    if status == Status.PENDING and not any(rule.may_override_listing for rule in rules):
+        whole = frozenset(e for rule in rules for e in rule.reads_every_pending_row_of(ctx))
+        sql = skipping_listed(p, ctx, sql, whole)
     return sql, p.values
 
 
