@@ -80,8 +80,8 @@ class ManualRelease(Rule[NoConfig]):
 
     def guard(self, schema: DbosSchema) -> str:
         could_run = (
-            "EXISTS (SELECT 1 FROM live l WHERE l.executor_id = ws.executor_id "
-            "AND l.state IN ('alive', 'suspect') AND (l.running IS NULL "
+            "EXISTS (SELECT 1 FROM holders l WHERE l.executor_id = ws.executor_id "
+            "AND l.state IN ('alive', 'suspect') AND (NOT l.reports "
             f"OR {liveness.ms('l.report_at')} <= o.claimed_at + o.report_grace_ms))"
         )
         return f"(o.force OR ws.status <> {Status.PENDING.sql} OR NOT {could_run})"

@@ -143,7 +143,7 @@ class VersionOrphaned(Rule[VersionOrphanedConfig]):
     def guard(self, schema: DbosSchema) -> str:
         """Still no live executor of that version of that application."""
         return (
-            "NOT EXISTS (SELECT 1 FROM live v WHERE v.application_version = o.version_not_live "
+            "NOT EXISTS (SELECT 1 FROM holders v WHERE v.application_version = o.version_not_live "
             "AND v.state IN ('alive', 'suspect') "
             "AND (o.app_not_live IS NULL OR v.application_name = o.app_not_live))"
         )
