@@ -37,15 +37,223 @@ LOCK_NAMESPACE: Final = 0x6C696D62
 LEASE_ENDED_SQLSTATE: Final = "L0001"
 
 _S = SCHEMA
-_LOCK_MATCH = (
+# Which pg_locks rows are an executor's session lock. pg_locks shows the whole server's locks
+# and advisory locks are per database, while several DBOS apps on one server each count their
+# lock keys from 1: the match names this database. Version 1 did not, so another database's
+# live executor could make a dead one here look alive, and a new incarnation here could end
+# that executor's session.
+_LOCK_MATCH_1 = (
     "l.locktype = 'advisory' AND l.classid = {ns}::oid AND l.objid = {key}::oid "
     "AND l.objsubid = 2 AND l.granted"
 )
+_LOCK_MATCH = (
+    _LOCK_MATCH_1 + " AND l.database = "
+    "(SELECT d.oid FROM pg_catalog.pg_database d WHERE d.datname = current_database())"
+)
 
 
-def _lock_held(key: str, extra: str = "") -> str:
-    match = _LOCK_MATCH.format(ns=LOCK_NAMESPACE, key=key)
-    return f"EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE {match}{extra})"
+def _liveness_objects(create: str, match: str) -> str:
+    """The view and the functions that read pg_locks, made by `create` (CREATE, or CREATE OR
+    REPLACE to redefine them), finding executors' session locks by `match`."""
+
+    def lock_held(key: str, extra: str = "") -> str:
+        found = match.format(ns=LOCK_NAMESPACE, key=key)
+        return f"EXISTS (SELECT 1 FROM pg_catalog.pg_locks l WHERE {found}{extra})"
+
+    return f"""    {create} VIEW {_S}.executor_liveness AS
+    SELECT e.executor_id, e.incarnation, e.application_name, e.application_version,
+           e.hostname, e.pid, e.sdk, e.lock_key, e.lease_ms, e.grace_ms, e.beat_ms,
+           e.started_at, e.last_seen_at, e.lease_expires_at, e.stopped_at, e.backend_pid,
+           e.session_lost_seen_at, e.reports_work, e.running, e.report_at,
+           h.lock_held,
+           CASE WHEN e.stopped_at IS NOT NULL THEN 'stopped'
+                WHEN ev.lease_over THEN 'expired'
+                WHEN ev.session_over THEN 'lost'
+                WHEN h.lock_held THEN 'alive'
+                ELSE 'suspect' END AS state,
+           CASE WHEN e.stopped_at IS NOT NULL OR ev.lease_over OR ev.session_over
+                THEN greatest(e.stopped_at,
+                              CASE WHEN ev.lease_over THEN e.lease_expires_at END,
+                              CASE WHEN ev.session_over THEN e.session_lost_seen_at END)
+           END AS dead_since
+      FROM {_S}.executors e
+     CROSS JOIN LATERAL (SELECT {lock_held("e.lock_key")} AS lock_held) h
+     CROSS JOIN LATERAL (
+           SELECT e.lease_expires_at <= now() AS lease_over,
+                  coalesce(NOT h.lock_held
+                           AND e.session_lost_seen_at <= now() - e.grace_ms * interval '1 ms'
+                           AND e.last_seen_at <= now() - e.grace_ms * interval '1 ms',
+                           false) AS session_over) ev;
+    COMMENT ON VIEW {_S}.executor_liveness IS
+        'Limbo liveness contract: the state of every executor (alive, suspect, lost, '
+        'expired, stopped) and dead_since, the newest evidence of its death.';
+
+    -- Record, once, when an executor's session lock is first seen free. Rows another
+    -- transaction holds locked are skipped (marked on a later call), never waited for.
+    {create} FUNCTION {_S}.mark_lost_sessions() RETURNS integer LANGUAGE sql AS $$
+        WITH candidates AS (
+            SELECT e.executor_id FROM {_S}.executors e
+             WHERE e.session_lost_seen_at IS NULL AND e.stopped_at IS NULL
+               AND NOT {lock_held("e.lock_key")}
+               FOR UPDATE SKIP LOCKED
+        ), marked AS (
+            UPDATE {_S}.executors e SET session_lost_seen_at = now()
+              FROM candidates c
+             WHERE e.executor_id = c.executor_id AND NOT {lock_held("e.lock_key")}
+            RETURNING 1
+        )
+        SELECT count(*)::integer FROM marked
+    $$;
+
+    {create} FUNCTION {_S}.executor_register(
+        p_executor_id text, p_incarnation uuid, p_application_name text,
+        p_application_version text, p_hostname text, p_pid integer, p_sdk text,
+        p_lease_ms integer, p_grace_ms integer, p_beat_ms integer, p_reports_work boolean)
+    RETURNS TABLE (outcome text, lease_expires_at timestamptz, holder_hostname text,
+                   holder_pid integer, holder_state text, detail text)
+    LANGUAGE plpgsql AS $$
+    #variable_conflict use_column
+    DECLARE
+        cur {_S}.executor_liveness%ROWTYPE;
+        got boolean;
+        expires timestamptz;
+    BEGIN
+        IF p_beat_ms IS NULL OR p_grace_ms IS NULL OR p_lease_ms IS NULL
+           OR p_beat_ms <= 0 OR p_beat_ms >= p_grace_ms OR p_grace_ms >= p_lease_ms THEN
+            RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
+                'limbo.executor_register: need 0 < beat_ms (%s) < grace_ms (%s) < lease_ms (%s)',
+                p_beat_ms, p_grace_ms, p_lease_ms);
+        END IF;
+        PERFORM {_S}.mark_lost_sessions();
+        -- One registration of an executor ID at a time.
+        PERFORM pg_advisory_xact_lock(hashtext('limbo.executor:' || p_executor_id));
+        SELECT * INTO cur FROM {_S}.executor_liveness l WHERE l.executor_id = p_executor_id;
+        IF FOUND AND cur.incarnation = p_incarnation AND cur.state NOT IN ('alive', 'suspect') THEN
+            -- Our own lease ended while we were away: the incarnation is dead for good.
+            RETURN QUERY SELECT 'ended'::text, NULL::timestamptz, cur.hostname, cur.pid,
+                cur.state, format('the lease of incarnation %s ended (%s since %s)',
+                                  p_incarnation, cur.state, cur.dead_since);
+            RETURN;
+        END IF;
+        IF FOUND AND cur.incarnation <> p_incarnation AND cur.state IN ('alive', 'suspect') THEN
+            IF cur.lock_held THEN
+                INSERT INTO {_S}.executor_conflicts (executor_id, hostname, pid,
+                        holder_hostname, holder_pid, holder_incarnation)
+                VALUES (p_executor_id, p_hostname, p_pid, cur.hostname, cur.pid, cur.incarnation);
+                RETURN QUERY SELECT 'conflict'::text, NULL::timestamptz, cur.hostname, cur.pid,
+                    cur.state, format('executor ID %s is held by a live process (host %s, pid %s)',
+                                      p_executor_id, cur.hostname, cur.pid);
+                RETURN;
+            END IF;
+            RETURN QUERY SELECT 'busy'::text, NULL::timestamptz, cur.hostname, cur.pid, cur.state,
+                format('the previous holder (host %s, pid %s) lost its session less than %s ms '
+                       'ago and may still be running; its lease runs until %s',
+                       cur.hostname, cur.pid, cur.grace_ms, cur.lease_expires_at);
+            RETURN;
+        END IF;
+        IF NOT FOUND THEN
+            INSERT INTO {_S}.executors (executor_id, incarnation, application_name,
+                    application_version, hostname, pid, sdk, lease_ms, grace_ms, beat_ms,
+                    reports_work, started_at, last_seen_at, lease_expires_at)
+            VALUES (p_executor_id, p_incarnation, p_application_name, p_application_version,
+                    p_hostname, p_pid, p_sdk, p_lease_ms, p_grace_ms, p_beat_ms, p_reports_work,
+                    now(), now(), now() + p_lease_ms * interval '1 ms');
+            SELECT * INTO cur FROM {_S}.executor_liveness l WHERE l.executor_id = p_executor_id;
+        END IF;
+        got := pg_try_advisory_lock({LOCK_NAMESPACE}, cur.lock_key);
+        IF NOT got AND cur.incarnation <> p_incarnation THEN
+            -- A previous incarnation whose lease ended still holds the lock: by the lease's
+            -- promise it runs nothing, so its session may be ended. Retry after it is gone.
+            BEGIN
+                PERFORM pg_terminate_backend(l.pid) FROM pg_catalog.pg_locks l
+                 WHERE {match.format(ns=LOCK_NAMESPACE, key="cur.lock_key")}
+                   AND l.pid <> pg_backend_pid();
+            EXCEPTION WHEN insufficient_privilege THEN NULL;
+            END;
+            RETURN QUERY SELECT 'busy'::text, NULL::timestamptz, cur.hostname, cur.pid, cur.state,
+                format('the session of the previous holder (host %s, pid %s, %s) still holds '
+                       'the lock; it is being ended', cur.hostname, cur.pid, cur.state);
+            RETURN;
+        END IF;
+        UPDATE {_S}.executors e SET
+               incarnation = p_incarnation,
+               application_name = p_application_name,
+               application_version = p_application_version,
+               hostname = p_hostname, pid = p_pid, sdk = p_sdk,
+               lease_ms = p_lease_ms, grace_ms = p_grace_ms, beat_ms = p_beat_ms,
+               reports_work = p_reports_work,
+               started_at = CASE WHEN e.incarnation = p_incarnation THEN e.started_at
+                                 ELSE now() END,
+               -- A new incarnation runs nothing yet: that is its first report.
+               running = CASE WHEN NOT p_reports_work THEN NULL
+                              WHEN e.incarnation = p_incarnation THEN e.running
+                              ELSE '{{}}'::text[] END,
+               report_at = CASE WHEN NOT p_reports_work THEN NULL
+                                WHEN e.incarnation = p_incarnation THEN e.report_at
+                                ELSE now() END,
+               last_seen_at = now(),
+               lease_expires_at = now() + p_lease_ms * interval '1 ms',
+               stopped_at = NULL,
+               backend_pid = CASE WHEN got THEN pg_backend_pid() ELSE e.backend_pid END,
+               session_lost_seen_at = NULL
+         WHERE e.executor_id = p_executor_id
+        RETURNING e.lease_expires_at INTO expires;
+        RETURN QUERY SELECT 'registered'::text, expires, p_hostname, p_pid, 'alive'::text,
+            CASE WHEN got THEN 'lease started' ELSE 'lease renewed; an earlier session of this '
+                 'incarnation still holds the lock' END;
+    END
+    $$;
+    COMMENT ON FUNCTION {_S}.executor_register(text, uuid, text, text, text, integer, text,
+        integer, integer, integer, boolean) IS
+        'Limbo liveness contract: call on a dedicated connection (it takes a session lock) at '
+        'start and after every reconnect. outcome: registered | busy (retry shortly) | '
+        'conflict (a live process holds the ID: refuse to start) | ended (this incarnation '
+        'is dead: stop running workflows).';
+
+    {create} FUNCTION {_S}.executor_beat(
+        p_executor_id text, p_incarnation uuid, p_running text[] DEFAULT NULL)
+    RETURNS timestamptz LANGUAGE plpgsql AS $$
+    DECLARE
+        cur {_S}.executor_liveness%ROWTYPE;
+        held boolean;
+        expires timestamptz;
+    BEGIN
+        SELECT * INTO cur FROM {_S}.executor_liveness l
+         WHERE l.executor_id = p_executor_id AND l.incarnation = p_incarnation;
+        IF NOT FOUND OR cur.state NOT IN ('alive', 'suspect') THEN
+            RAISE EXCEPTION USING ERRCODE = '{LEASE_ENDED_SQLSTATE}', MESSAGE = format(
+                'limbo: the lease of executor %s incarnation %s has ended (%s): stop running '
+                'workflows', p_executor_id, p_incarnation, coalesce(cur.state, 'superseded'));
+        END IF;
+        held := {lock_held("cur.lock_key", " AND l.pid = pg_backend_pid()")};
+        IF NOT held THEN
+            -- False only while an earlier session of ours still holds it.
+            held := pg_try_advisory_lock({LOCK_NAMESPACE}, cur.lock_key);
+        END IF;
+        UPDATE {_S}.executors e SET
+               last_seen_at = now(),
+               lease_expires_at = now() + e.lease_ms * interval '1 ms',
+               backend_pid = CASE WHEN held THEN pg_backend_pid() ELSE e.backend_pid END,
+               session_lost_seen_at = NULL,
+               running = CASE WHEN e.reports_work THEN coalesce(p_running, e.running) END,
+               report_at = CASE WHEN e.reports_work THEN now() END
+         WHERE e.executor_id = p_executor_id AND e.incarnation = p_incarnation
+           AND e.stopped_at IS NULL AND e.lease_expires_at > now()
+        RETURNING e.lease_expires_at INTO expires;
+        IF expires IS NULL THEN
+            RAISE EXCEPTION USING ERRCODE = '{LEASE_ENDED_SQLSTATE}', MESSAGE = format(
+                'limbo: the lease of executor %s incarnation %s has ended: stop running '
+                'workflows', p_executor_id, p_incarnation);
+        END IF;
+        RETURN expires;
+    END
+    $$;
+    COMMENT ON FUNCTION {_S}.executor_beat(text, uuid, text[]) IS
+        'Limbo liveness contract: renew the lease (every beat_ms) and report the workflow IDs '
+        'this incarnation executes (NULL: unchanged). Raises SQLSTATE L0001 once the lease '
+        'has ended: the caller must stop running workflows at once.';
+
+"""
 
 
 # Append only: a released migration is never edited; a change is a new entry.
@@ -108,200 +316,9 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE INDEX executor_conflicts_at_idx ON {_S}.executor_conflicts (at);
 
-    CREATE VIEW {_S}.executor_liveness AS
-    SELECT e.executor_id, e.incarnation, e.application_name, e.application_version,
-           e.hostname, e.pid, e.sdk, e.lock_key, e.lease_ms, e.grace_ms, e.beat_ms,
-           e.started_at, e.last_seen_at, e.lease_expires_at, e.stopped_at, e.backend_pid,
-           e.session_lost_seen_at, e.reports_work, e.running, e.report_at,
-           h.lock_held,
-           CASE WHEN e.stopped_at IS NOT NULL THEN 'stopped'
-                WHEN ev.lease_over THEN 'expired'
-                WHEN ev.session_over THEN 'lost'
-                WHEN h.lock_held THEN 'alive'
-                ELSE 'suspect' END AS state,
-           CASE WHEN e.stopped_at IS NOT NULL OR ev.lease_over OR ev.session_over
-                THEN greatest(e.stopped_at,
-                              CASE WHEN ev.lease_over THEN e.lease_expires_at END,
-                              CASE WHEN ev.session_over THEN e.session_lost_seen_at END)
-           END AS dead_since
-      FROM {_S}.executors e
-     CROSS JOIN LATERAL (SELECT {_lock_held("e.lock_key")} AS lock_held) h
-     CROSS JOIN LATERAL (
-           SELECT e.lease_expires_at <= now() AS lease_over,
-                  coalesce(NOT h.lock_held
-                           AND e.session_lost_seen_at <= now() - e.grace_ms * interval '1 ms'
-                           AND e.last_seen_at <= now() - e.grace_ms * interval '1 ms',
-                           false) AS session_over) ev;
-    COMMENT ON VIEW {_S}.executor_liveness IS
-        'Limbo liveness contract: the state of every executor (alive, suspect, lost, '
-        'expired, stopped) and dead_since, the newest evidence of its death.';
-
-    -- Record, once, when an executor's session lock is first seen free. Rows another
-    -- transaction holds locked are skipped (marked on a later call), never waited for.
-    CREATE FUNCTION {_S}.mark_lost_sessions() RETURNS integer LANGUAGE sql AS $$
-        WITH candidates AS (
-            SELECT e.executor_id FROM {_S}.executors e
-             WHERE e.session_lost_seen_at IS NULL AND e.stopped_at IS NULL
-               AND NOT {_lock_held("e.lock_key")}
-               FOR UPDATE SKIP LOCKED
-        ), marked AS (
-            UPDATE {_S}.executors e SET session_lost_seen_at = now()
-              FROM candidates c
-             WHERE e.executor_id = c.executor_id AND NOT {_lock_held("e.lock_key")}
-            RETURNING 1
-        )
-        SELECT count(*)::integer FROM marked
-    $$;
-
-    CREATE FUNCTION {_S}.executor_register(
-        p_executor_id text, p_incarnation uuid, p_application_name text,
-        p_application_version text, p_hostname text, p_pid integer, p_sdk text,
-        p_lease_ms integer, p_grace_ms integer, p_beat_ms integer, p_reports_work boolean)
-    RETURNS TABLE (outcome text, lease_expires_at timestamptz, holder_hostname text,
-                   holder_pid integer, holder_state text, detail text)
-    LANGUAGE plpgsql AS $$
-    #variable_conflict use_column
-    DECLARE
-        cur {_S}.executor_liveness%ROWTYPE;
-        got boolean;
-        expires timestamptz;
-    BEGIN
-        IF p_beat_ms IS NULL OR p_grace_ms IS NULL OR p_lease_ms IS NULL
-           OR p_beat_ms <= 0 OR p_beat_ms >= p_grace_ms OR p_grace_ms >= p_lease_ms THEN
-            RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = format(
-                'limbo.executor_register: need 0 < beat_ms (%s) < grace_ms (%s) < lease_ms (%s)',
-                p_beat_ms, p_grace_ms, p_lease_ms);
-        END IF;
-        PERFORM {_S}.mark_lost_sessions();
-        -- One registration of an executor ID at a time.
-        PERFORM pg_advisory_xact_lock(hashtext('limbo.executor:' || p_executor_id));
-        SELECT * INTO cur FROM {_S}.executor_liveness l WHERE l.executor_id = p_executor_id;
-        IF FOUND AND cur.incarnation = p_incarnation AND cur.state NOT IN ('alive', 'suspect') THEN
-            -- Our own lease ended while we were away: the incarnation is dead for good.
-            RETURN QUERY SELECT 'ended'::text, NULL::timestamptz, cur.hostname, cur.pid,
-                cur.state, format('the lease of incarnation %s ended (%s since %s)',
-                                  p_incarnation, cur.state, cur.dead_since);
-            RETURN;
-        END IF;
-        IF FOUND AND cur.incarnation <> p_incarnation AND cur.state IN ('alive', 'suspect') THEN
-            IF cur.lock_held THEN
-                INSERT INTO {_S}.executor_conflicts (executor_id, hostname, pid,
-                        holder_hostname, holder_pid, holder_incarnation)
-                VALUES (p_executor_id, p_hostname, p_pid, cur.hostname, cur.pid, cur.incarnation);
-                RETURN QUERY SELECT 'conflict'::text, NULL::timestamptz, cur.hostname, cur.pid,
-                    cur.state, format('executor ID %s is held by a live process (host %s, pid %s)',
-                                      p_executor_id, cur.hostname, cur.pid);
-                RETURN;
-            END IF;
-            RETURN QUERY SELECT 'busy'::text, NULL::timestamptz, cur.hostname, cur.pid, cur.state,
-                format('the previous holder (host %s, pid %s) lost its session less than %s ms '
-                       'ago and may still be running; its lease runs until %s',
-                       cur.hostname, cur.pid, cur.grace_ms, cur.lease_expires_at);
-            RETURN;
-        END IF;
-        IF NOT FOUND THEN
-            INSERT INTO {_S}.executors (executor_id, incarnation, application_name,
-                    application_version, hostname, pid, sdk, lease_ms, grace_ms, beat_ms,
-                    reports_work, started_at, last_seen_at, lease_expires_at)
-            VALUES (p_executor_id, p_incarnation, p_application_name, p_application_version,
-                    p_hostname, p_pid, p_sdk, p_lease_ms, p_grace_ms, p_beat_ms, p_reports_work,
-                    now(), now(), now() + p_lease_ms * interval '1 ms');
-            SELECT * INTO cur FROM {_S}.executor_liveness l WHERE l.executor_id = p_executor_id;
-        END IF;
-        got := pg_try_advisory_lock({LOCK_NAMESPACE}, cur.lock_key);
-        IF NOT got AND cur.incarnation <> p_incarnation THEN
-            -- A previous incarnation whose lease ended still holds the lock: by the lease's
-            -- promise it runs nothing, so its session may be ended. Retry after it is gone.
-            BEGIN
-                PERFORM pg_terminate_backend(l.pid) FROM pg_catalog.pg_locks l
-                 WHERE {_LOCK_MATCH.format(ns=LOCK_NAMESPACE, key="cur.lock_key")}
-                   AND l.pid <> pg_backend_pid();
-            EXCEPTION WHEN insufficient_privilege THEN NULL;
-            END;
-            RETURN QUERY SELECT 'busy'::text, NULL::timestamptz, cur.hostname, cur.pid, cur.state,
-                format('the session of the previous holder (host %s, pid %s, %s) still holds '
-                       'the lock; it is being ended', cur.hostname, cur.pid, cur.state);
-            RETURN;
-        END IF;
-        UPDATE {_S}.executors e SET
-               incarnation = p_incarnation,
-               application_name = p_application_name,
-               application_version = p_application_version,
-               hostname = p_hostname, pid = p_pid, sdk = p_sdk,
-               lease_ms = p_lease_ms, grace_ms = p_grace_ms, beat_ms = p_beat_ms,
-               reports_work = p_reports_work,
-               started_at = CASE WHEN e.incarnation = p_incarnation THEN e.started_at
-                                 ELSE now() END,
-               -- A new incarnation runs nothing yet: that is its first report.
-               running = CASE WHEN NOT p_reports_work THEN NULL
-                              WHEN e.incarnation = p_incarnation THEN e.running
-                              ELSE '{{}}'::text[] END,
-               report_at = CASE WHEN NOT p_reports_work THEN NULL
-                                WHEN e.incarnation = p_incarnation THEN e.report_at
-                                ELSE now() END,
-               last_seen_at = now(),
-               lease_expires_at = now() + p_lease_ms * interval '1 ms',
-               stopped_at = NULL,
-               backend_pid = CASE WHEN got THEN pg_backend_pid() ELSE e.backend_pid END,
-               session_lost_seen_at = NULL
-         WHERE e.executor_id = p_executor_id
-        RETURNING e.lease_expires_at INTO expires;
-        RETURN QUERY SELECT 'registered'::text, expires, p_hostname, p_pid, 'alive'::text,
-            CASE WHEN got THEN 'lease started' ELSE 'lease renewed; an earlier session of this '
-                 'incarnation still holds the lock' END;
-    END
-    $$;
-    COMMENT ON FUNCTION {_S}.executor_register(text, uuid, text, text, text, integer, text,
-        integer, integer, integer, boolean) IS
-        'Limbo liveness contract: call on a dedicated connection (it takes a session lock) at '
-        'start and after every reconnect. outcome: registered | busy (retry shortly) | '
-        'conflict (a live process holds the ID: refuse to start) | ended (this incarnation '
-        'is dead: stop running workflows).';
-
-    CREATE FUNCTION {_S}.executor_beat(
-        p_executor_id text, p_incarnation uuid, p_running text[] DEFAULT NULL)
-    RETURNS timestamptz LANGUAGE plpgsql AS $$
-    DECLARE
-        cur {_S}.executor_liveness%ROWTYPE;
-        held boolean;
-        expires timestamptz;
-    BEGIN
-        SELECT * INTO cur FROM {_S}.executor_liveness l
-         WHERE l.executor_id = p_executor_id AND l.incarnation = p_incarnation;
-        IF NOT FOUND OR cur.state NOT IN ('alive', 'suspect') THEN
-            RAISE EXCEPTION USING ERRCODE = '{LEASE_ENDED_SQLSTATE}', MESSAGE = format(
-                'limbo: the lease of executor %s incarnation %s has ended (%s): stop running '
-                'workflows', p_executor_id, p_incarnation, coalesce(cur.state, 'superseded'));
-        END IF;
-        held := {_lock_held("cur.lock_key", " AND l.pid = pg_backend_pid()")};
-        IF NOT held THEN
-            -- False only while an earlier session of ours still holds it.
-            held := pg_try_advisory_lock({LOCK_NAMESPACE}, cur.lock_key);
-        END IF;
-        UPDATE {_S}.executors e SET
-               last_seen_at = now(),
-               lease_expires_at = now() + e.lease_ms * interval '1 ms',
-               backend_pid = CASE WHEN held THEN pg_backend_pid() ELSE e.backend_pid END,
-               session_lost_seen_at = NULL,
-               running = CASE WHEN e.reports_work THEN coalesce(p_running, e.running) END,
-               report_at = CASE WHEN e.reports_work THEN now() END
-         WHERE e.executor_id = p_executor_id AND e.incarnation = p_incarnation
-           AND e.stopped_at IS NULL AND e.lease_expires_at > now()
-        RETURNING e.lease_expires_at INTO expires;
-        IF expires IS NULL THEN
-            RAISE EXCEPTION USING ERRCODE = '{LEASE_ENDED_SQLSTATE}', MESSAGE = format(
-                'limbo: the lease of executor %s incarnation %s has ended: stop running '
-                'workflows', p_executor_id, p_incarnation);
-        END IF;
-        RETURN expires;
-    END
-    $$;
-    COMMENT ON FUNCTION {_S}.executor_beat(text, uuid, text[]) IS
-        'Limbo liveness contract: renew the lease (every beat_ms) and report the workflow IDs '
-        'this incarnation executes (NULL: unchanged). Raises SQLSTATE L0001 once the lease '
-        'has ended: the caller must stop running workflows at once.';
-
-    CREATE FUNCTION {_S}.executor_stop(p_executor_id text, p_incarnation uuid)
+"""
+    + _liveness_objects("CREATE", _LOCK_MATCH_1)
+    + f"""    CREATE FUNCTION {_S}.executor_stop(p_executor_id text, p_incarnation uuid)
     RETURNS boolean LANGUAGE plpgsql AS $$
     DECLARE
         key integer;
@@ -347,6 +364,8 @@ MIGRATIONS: tuple[str, ...] = (
         'Limbo liveness contract: publish each workflow name with its max_recovery_attempts '
         '({{"name": 3, "other": null}}; null means unlimited) for an application version.';
     """,
+    # 2: the session locks looked up in this database only (see _LOCK_MATCH).
+    _liveness_objects("CREATE OR REPLACE", _LOCK_MATCH),
 )
 
 

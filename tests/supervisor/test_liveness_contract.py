@@ -14,6 +14,7 @@ import pytest
 from services.shared.db import connect
 from services.supervisor.operating import Operator
 from testkit.dbos_rows import insert_workflow, row
+from testkit.postgres import TestPostgres
 
 GRACE_MS = 600
 
@@ -164,6 +165,64 @@ async def _alive(conn: asyncpg.Connection) -> bool:
         return True
     except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
         return False
+
+
+@pytest.fixture
+async def other_app(pg: TestPostgres) -> AsyncIterator[asyncpg.Connection]:
+    """Another DBOS app's system database on the same server, with its own contract (whose
+    executors' lock keys count from 1 too), and a connection to it."""
+    url = pg.fresh_database("other_app")
+    conn = await connect(url, application_name="test-other-app")
+    try:
+        yield conn
+    finally:
+        if not conn.is_closed():
+            conn.terminate()
+        pg.drop_database(url)
+
+
+LOCK_KEY = "SELECT lock_key FROM limbo.executors WHERE executor_id = $1"
+
+
+async def test_another_databases_lock_keeps_no_executor_here_alive(
+    conn: asyncpg.Connection, sessions: Any, other_app: asyncpg.Connection
+) -> None:
+    """pg_locks lists the whole server's locks: a live executor of another app holding the
+    same lock key must not make this app's dead executor look alive."""
+    assert (await register(other_app, "x", uuid.uuid4()))["outcome"] == "registered"
+    session = await sessions()
+    await register(session, "e", uuid.uuid4())
+    # The control: the other app's live executor holds a lock of the same key on this server.
+    assert await conn.fetchval(LOCK_KEY, "e") == await other_app.fetchval(LOCK_KEY, "x")
+    await session.close()
+    first = await state(conn, "e")
+    assert (first["state"], first["lock_held"]) == ("suspect", False)
+    await asyncio.sleep(GRACE_MS / 1000 + 0.2)
+    assert (await state(conn, "e"))["state"] == "lost"
+    assert (await state(other_app, "x"))["state"] == "alive"
+
+
+async def test_a_takeover_never_ends_another_databases_session(
+    conn: asyncpg.Connection, sessions: Any, other_app: asyncpg.Connection
+) -> None:
+    """A new incarnation ends the session of its fenced predecessor that still holds the
+    lock, and only that one: never the session of another app's executor with the same key."""
+    assert (await register(other_app, "x", uuid.uuid4()))["outcome"] == "registered"
+    zombie = await sessions()
+    await register(zombie, "e", uuid.uuid4(), lease_ms=700)
+    assert await conn.fetchval(LOCK_KEY, "e") == await other_app.fetchval(LOCK_KEY, "x")
+    await asyncio.sleep(0.9)
+    new = await sessions()
+    incarnation = uuid.uuid4()
+    for _ in range(50):
+        if (await register(new, "e", incarnation))["outcome"] == "registered":
+            break
+        await asyncio.sleep(0.1)
+    assert (await state(conn, "e"))["incarnation"] == incarnation
+    # The control: the takeover did end a session, the predecessor's.
+    assert zombie.is_closed() or not await _alive(zombie)
+    assert await _alive(other_app)
+    assert (await state(other_app, "x"))["state"] == "alive"
 
 
 async def test_stop_ends_the_lease_and_the_lock(conn: asyncpg.Connection, sessions: Any) -> None:
