@@ -31,7 +31,8 @@ STOPPED_SQL = """
      WHERE instance = $1::uuid"""
 
 # The leadership lock is `pg_try_advisory_lock(hashtext(name))`: one bigint key, which
-# pg_locks shows split into classid (high 32 bits) and objid (low 32 bits), objsubid 1.
+# pg_locks shows split into classid (high 32 bits) and objid (low 32 bits), objsubid 1,
+# among the whole server's locks: in this database (another app's supervisor takes the same).
 SUPERVISORS_SQL = f"""
     SELECT s.instance::text AS instance, s.actor, s.hostname, s.pid, s.version, s.dry_run,
            s.role AS reported_role, s.beat_ms,
@@ -42,6 +43,8 @@ SUPERVISORS_SQL = f"""
            EXISTS (SELECT 1 FROM pg_catalog.pg_locks l
                     WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 1
                       AND l.pid = s.lock_backend_pid
+                      AND l.database = (SELECT d.oid FROM pg_catalog.pg_database d
+                                         WHERE d.datname = current_database())
                       AND l.objid::bigint = (hashtext($1)::bigint & 4294967295)
                       AND l.classid::bigint = ((hashtext($1)::bigint >> 32) & 4294967295))
              AS holds_lock
