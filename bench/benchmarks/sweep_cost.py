@@ -1,8 +1,8 @@
 """(2) Sweep cost against table size: `workflow_status` at 10k, 100k and 1M rows.
 
-One database grows from 10k to 100k to 1M rows (built with SQL, parents and children with
-their `operation_outputs` rows; history a mix of SUCCESS, ERROR, CANCELLED and dead-lettered).
-At each size two in-flight mixes are measured:
+One database per size (built with SQL, parents and children with their `operation_outputs`
+rows; history a mix of SUCCESS, ERROR, CANCELLED and dead-lettered; vacuumed and analyzed,
+as a table of that size is in production). Two in-flight mixes are measured:
 
 - `issue mix`: 1% of the rows PENDING, 100 of them in limbo (under a dead executor), the rest
   on live executors, whose work reports list them (as the shipped worker's beats do); so the
@@ -15,6 +15,9 @@ A sweep is timed through the service's own code (`Sweeper.sweep`, the call its l
 as leader): stamp lost sessions, observe the candidates in one snapshot, decide, and act on
 all 100 (one guarded re-enqueue UPDATE, one audit row each). The rows are put back in limbo
 between sweeps (not timed); each point's first scan and sweep warm up and are not recorded.
+The sizes take turns, one sweep each per round, their order rotating: this shared machine's
+speed drifts by up to 2x over minutes, and a ratio of points timed minutes apart measured
+that drift (10k medians of 16-26 ms in successive runs of the same code).
 The scan alone (`Operator.candidates`: observe + decide, what every idle poll costs) is
 timed too, and EXPLAIN ANALYZE of the PENDING read (with the prefilter the sweep uses) is
 recorded at the largest size.
@@ -22,8 +25,10 @@ recorded at the largest size.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import asyncpg
@@ -63,26 +68,77 @@ def label(size: int) -> str:
 WARMUP = 1
 
 
-async def _sweeps(
-    conn: asyncpg.Connection, opened: data.OpenSupervisor, count: int
-) -> tuple[list[float], list[float], int]:
-    sweep_ms: list[float] = []
-    scan_ms: list[float] = []
-    acted = 0
-    for _ in range(WARMUP + count):
-        await data.reset_limbo(conn)
-        started = time.perf_counter()
-        verdicts = (await opened.operator.candidates()).verdicts
-        scan_ms.append((time.perf_counter() - started) * 1000)
-        if len(verdicts) != IN_LIMBO:
-            raise RuntimeError(f"expected {IN_LIMBO} candidates, the scan found {len(verdicts)}")
-        started = time.perf_counter()
-        report = await opened.operator.sweeper.sweep(repeat_dry_runs=False)
-        sweep_ms.append((time.perf_counter() - started) * 1000)
-        acted = sum(1 for o in report.outcomes if o.outcome == "applied")
-        if acted != IN_LIMBO:
-            raise RuntimeError(f"sweep applied {acted} of {IN_LIMBO}: {report.describe()}")
-    return sweep_ms[WARMUP:], scan_ms[WARMUP:], acted
+@dataclass
+class Point:
+    """One size's database, as the supervisor service opens it."""
+
+    size: int
+    conn: asyncpg.Connection
+    opened: data.OpenSupervisor
+    pending: int
+
+
+async def _sweep_once(point: Point) -> tuple[float, float]:
+    """Put the 100 back in limbo, then time a scan and a sweep that acts on all of them."""
+    conn, operator = point.conn, point.opened.operator
+    await data.reset_limbo(conn)
+    started = time.perf_counter()
+    verdicts = (await operator.candidates()).verdicts
+    scan_ms = (time.perf_counter() - started) * 1000
+    if len(verdicts) != IN_LIMBO:
+        raise RuntimeError(f"expected {IN_LIMBO} candidates, the scan found {len(verdicts)}")
+    started = time.perf_counter()
+    report = await operator.sweeper.sweep(repeat_dry_runs=False)
+    sweep_ms = (time.perf_counter() - started) * 1000
+    acted = sum(1 for o in report.outcomes if o.outcome == "applied")
+    if acted != IN_LIMBO:
+        raise RuntimeError(f"sweep applied {acted} of {IN_LIMBO}: {report.describe()}")
+    return sweep_ms, scan_ms
+
+
+async def _interleaved(
+    points: list[Point], count: int
+) -> tuple[dict[int, list[float]], dict[int, list[float]]]:
+    """`count` sweeps per point after WARMUP untimed ones, the points taking turns."""
+    sweeps: dict[int, list[float]] = {p.size: [] for p in points}
+    scans: dict[int, list[float]] = {p.size: [] for p in points}
+    for point in points:
+        for _ in range(WARMUP):
+            await _sweep_once(point)
+    for round_ in range(count):
+        shift = round_ % len(points)
+        for point in points[shift:] + points[:shift]:
+            sweep_ms, scan_ms = await _sweep_once(point)
+            sweeps[point.size].append(sweep_ms)
+            scans[point.size].append(scan_ms)
+    return sweeps, scans
+
+
+async def _build(conn: asyncpg.Connection, size: int) -> int:
+    """1% PENDING in all: the 100 in limbo plus live pairs; the rest history. Returns the
+    number of PENDING rows."""
+    await data.register_executors(conn, reporting=True)
+    await data.insert_limbo(conn, IN_LIMBO)
+    live = max(0, size // 100 - IN_LIMBO) // 2 * 2
+    await data.insert_live_pending(conn, 0, live)
+    await data.insert_history(conn, IN_LIMBO, size - live)
+    # Vacuumed as a table of that size is in production: left to autovacuum, the 1M
+    # build's vacuum started in the middle of the timed sweeps.
+    await conn.execute("VACUUM (ANALYZE) dbos.workflow_status, dbos.operation_outputs")
+    return IN_LIMBO + live
+
+
+async def _fix_in_flight(conn: asyncpg.Connection, fixed: bool) -> None:
+    """Fixed in-flight: the live PENDING rows out of the way (SUCCESS), or back; the live
+    executors report what they run then, as the worker's beats do."""
+    before, after = ("PENDING", "SUCCESS") if fixed else ("SUCCESS", "PENDING")
+    await conn.execute(
+        "UPDATE dbos.workflow_status SET status = $2"
+        " WHERE workflow_uuid LIKE 'live-%' AND status = $1",
+        before,
+        after,
+    )
+    await data.report_live_work(conn)
 
 
 async def explain_pending_read(
@@ -149,74 +205,60 @@ async def run(ctx: BenchContext) -> BenchResult:
     }
     build_s: dict[int, float] = {}
     series: dict[str, list[list[float]]] = {"issue": [], "scan": [], "fixed": [], "scan_fixed": []}
-    async with ctx.database("sweep") as url:
-        conn = await asyncpg.connect(asyncpg_dsn(url))
-        opened = await data.open_supervisor(url)
-        try:
-            await data.register_executors(conn, reporting=True)
-            await data.insert_limbo(conn, IN_LIMBO)
-            history = IN_LIMBO
-            live = 0
-            for size in steps:
-                started = time.perf_counter()
-                # 1% PENDING in all: the 100 in limbo plus live pairs; the rest history.
-                live_target = max(0, size // 100 - IN_LIMBO) // 2 * 2
-                await data.insert_live_pending(conn, live, live_target)
-                live = max(live, live_target)
-                await data.insert_history(conn, history, size - live)
-                history = size - live
-                await conn.execute("ANALYZE dbos.workflow_status")
-                await conn.execute("ANALYZE dbos.operation_outputs")
-                build_s[size] = time.perf_counter() - started
-                rows = await conn.fetchval("SELECT count(*) FROM dbos.workflow_status")
-                pending = IN_LIMBO + live
+    async with contextlib.AsyncExitStack() as stack:
+        points: list[Point] = []
+        for size in steps:
+            url = await stack.enter_async_context(ctx.database(f"sweep{label(size)}"))
+            conn = await asyncpg.connect(asyncpg_dsn(url))
+            stack.push_async_callback(conn.close)
+            opened = await data.open_supervisor(url)
+            stack.push_async_callback(opened.close)
+            started = time.perf_counter()
+            pending = await _build(conn, size)
+            build_s[size] = time.perf_counter() - started
+            rows = await conn.fetchval("SELECT count(*) FROM dbos.workflow_status")
+            if rows != size:
+                result.notes.append(f"size {label(size)}: built {rows} rows")
+            points.append(Point(size, conn, opened, pending))
 
-                sweep_ms, scan_ms, _ = await _sweeps(conn, opened, repeats(ctx))
-                series["issue"].append(sweep_ms)
-                series["scan"].append(scan_ms)
-                tag = label(size)
-                result.add_samples(
-                    f"sweep_ms_{tag}",
-                    f"sweep at {tag} rows ({pending} PENDING), acting on {IN_LIMBO}",
-                    sweep_ms,
-                    "ms",
-                    headline=size == steps[-1],
-                )
-                result.add_samples(
-                    f"scan_ms_{tag}", f"scan alone at {tag} (issue mix)", scan_ms, "ms"
-                )
+        sweeps, scans = await _interleaved(points, repeats(ctx))
+        for point in points:
+            await _fix_in_flight(point.conn, fixed=True)
+        sweeps_f, scans_f = await _interleaved(points, repeats(ctx))
+        for point in points:
+            await _fix_in_flight(point.conn, fixed=False)
 
-                # Fixed in-flight: the live PENDING rows out of the way, then back; the live
-                # executors report what they run then (nothing), as the worker's beats do.
-                await conn.execute(
-                    "UPDATE dbos.workflow_status SET status = 'SUCCESS'"
-                    " WHERE workflow_uuid LIKE 'live-%' AND status = 'PENDING'"
-                )
-                await data.report_live_work(conn)
-                sweep_f, scan_f, _ = await _sweeps(conn, opened, repeats(ctx))
-                series["fixed"].append(sweep_f)
-                series["scan_fixed"].append(scan_f)
-                await conn.execute(
-                    "UPDATE dbos.workflow_status SET status = 'PENDING'"
-                    " WHERE workflow_uuid LIKE 'live-%' AND status = 'SUCCESS'"
-                )
-                await data.report_live_work(conn)
-                result.add_samples(
-                    f"sweep_fixed_ms_{tag}",
-                    f"sweep at {tag} rows, only the {IN_LIMBO} in limbo PENDING",
-                    sweep_f,
-                    "ms",
-                )
-                result.add_samples(
-                    f"scan_fixed_ms_{tag}", f"scan alone at {tag} (fixed in-flight)", scan_f, "ms"
-                )
-                if rows != size:
-                    result.notes.append(f"size {tag}: built {rows} rows")
-            await data.reset_limbo(conn)  # the issue mix at the largest size, as swept
-            plan = await explain_pending_read(conn, opened)
-        finally:
-            await opened.close()
-            await conn.close()
+        for point in points:
+            tag, size = label(point.size), point.size
+            series["issue"].append(sweeps[size])
+            series["scan"].append(scans[size])
+            series["fixed"].append(sweeps_f[size])
+            series["scan_fixed"].append(scans_f[size])
+            result.add_samples(
+                f"sweep_ms_{tag}",
+                f"sweep at {tag} rows ({point.pending} PENDING), acting on {IN_LIMBO}",
+                sweeps[size],
+                "ms",
+                headline=size == steps[-1],
+            )
+            result.add_samples(
+                f"scan_ms_{tag}", f"scan alone at {tag} (issue mix)", scans[size], "ms"
+            )
+            result.add_samples(
+                f"sweep_fixed_ms_{tag}",
+                f"sweep at {tag} rows, only the {IN_LIMBO} in limbo PENDING",
+                sweeps_f[size],
+                "ms",
+            )
+            result.add_samples(
+                f"scan_fixed_ms_{tag}",
+                f"scan alone at {tag} (fixed in-flight)",
+                scans_f[size],
+                "ms",
+            )
+        largest = points[-1]
+        await data.reset_limbo(largest.conn)  # the issue mix at the largest size, as swept
+        plan = await explain_pending_read(largest.conn, largest.opened)
 
     small, large = label(steps[0]), label(steps[-1])
     result.ratio(
@@ -241,7 +283,7 @@ async def run(ctx: BenchContext) -> BenchResult:
     result.target("ratio", "<=", 2.0, f"sweep {large} / {small} at most 2")
     result.notes.append(f"EXPLAIN ANALYZE of the PENDING read at {large}: {describe_plan(plan)}")
     result.notes.append(
-        "Build (SQL, parents + children + operation_outputs, ANALYZE): "
+        "Build (SQL, parents + children + operation_outputs, VACUUM ANALYZE): "
         + ", ".join(f"{label(s)} {t:.1f} s" for s, t in build_s.items())
         + " (not timed in the results)."
     )
