@@ -243,13 +243,18 @@ def _install_parts(prefix: Path) -> list[tuple[Path, Path]]:
 @functools.cache
 def _install_digest(prefix: Path) -> str:
     """Names the mirror after the install's files (names, sizes, times), not its path: every
-    project with the same wheel shares one."""
+    project with the same wheel shares one. Directories count by name only: uv links each
+    venv's files from its cache but makes the directories anew, and their times gave every
+    fresh clone a mirror of its own."""
     digest = hashlib.sha256()
     for source, relative in _install_parts(prefix):
         for path in sorted(source.rglob("*")):
+            name = f"{relative}/{path.relative_to(source)}"
             stat = path.lstat()
-            digest.update(f"{relative}/{path.relative_to(source)} {stat.st_size} ".encode())
-            digest.update(f"{stat.st_mtime_ns}\n".encode())
+            if path.is_dir() and not path.is_symlink():
+                digest.update(f"{name}/\n".encode())
+                continue
+            digest.update(f"{name} {stat.st_size} {stat.st_mtime_ns}\n".encode())
     return digest.hexdigest()[:12]
 
 

@@ -18,6 +18,7 @@ import pytest
 from testkit.localpg import (
     RELOCATE_ENV,
     LocalPostgres,
+    _install_digest,
     _wheel_bindir,
     clean_project_cluster,
     free_port,
@@ -231,3 +232,31 @@ def test_wheel_binaries_the_server_user_cannot_reach_are_mirrored(
         assert "PostgreSQL" in psql(url, "SELECT version()")
     finally:
         server.stop(mode="immediate")
+
+
+def test_every_venv_of_one_wheel_shares_one_mirror(tmp_path: Path) -> None:
+    """uv links each venv's files from its cache but makes its directories anew: the
+    mirror's name follows the files, so fresh clones share one mirror; a changed file
+    gets a mirror of its own."""
+    install = tmp_path / "venv-a" / "pkg" / "pginstall"
+    (install / "bin").mkdir(parents=True)
+    (install / "bin" / "pg_ctl").write_text("binary")
+    (install / "share").mkdir()
+    (install / "share" / "tz").write_text("zone")
+    (tmp_path / "venv-a" / "pkg.libs").mkdir()
+    (tmp_path / "venv-a" / "pkg.libs" / "libz.so").write_text("lib")
+    copies = {}
+    for venv in ("venv-b", "venv-c"):
+        for part in ("pkg", "pkg.libs"):
+            target = tmp_path / venv / part
+            shutil.copytree(tmp_path / "venv-a" / part, target, copy_function=os.link)
+            for directory in (target, *(d for d in target.rglob("*") if d.is_dir())):
+                os.utime(directory, ns=(time.time_ns(), time.time_ns() + 10**9))
+        copies[venv] = tmp_path / venv / "pkg" / "pginstall"
+    # The control: the copies' directories carry other times than the original's.
+    assert copies["venv-b"].stat().st_mtime_ns != install.stat().st_mtime_ns
+    changed = copies["venv-c"] / "share" / "tz"
+    changed.unlink()
+    changed.write_text("another zone")
+    assert _install_digest(copies["venv-b"]) == _install_digest(install)
+    assert _install_digest(copies["venv-c"]) != _install_digest(install)
