@@ -29,13 +29,16 @@ class Snapshot:
         default_factory=dict, compare=False, repr=False, hash=False
     )
 
+    def listing_executors(self) -> list[ExecutorRow]:
+        """The live incarnations whose work reports list workflows (`listed`)."""
+        return [e for e in self.executors.values() if e.live and e.running]
+
     @cached_property
     def listed(self) -> frozenset[str]:
         """Workflow IDs that a live incarnation reports running: never touched."""
         ids: set[str] = set()
-        for executor in self.executors.values():
-            if executor.live and executor.running:
-                ids |= executor.running
+        for executor in self.listing_executors():
+            ids |= executor.running or frozenset()
         return frozenset(ids)
 
     def live_executors(self) -> list[ExecutorRow]:

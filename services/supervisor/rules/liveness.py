@@ -309,8 +309,7 @@ def skipping_listed(
     worker reports all its work, so at 1M rows 9,900 of 10k PENDING rows stop there. The
     rows of the `whole` executors are kept whatever their listing, as the rules that read
     every PENDING row of them (`fully_read_executors`) derive their progress from all."""
-    snap = ctx.snap
-    listing = sorted(e.executor_id for e in snap.executors.values() if e.live and e.running)
+    listing = sorted(e.executor_id for e in ctx.snap.listing_executors())
     if not listing:
         return rules_sql
     ids = p("listing_executors", listing, "text[]")

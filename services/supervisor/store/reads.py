@@ -24,7 +24,7 @@ from services.supervisor.model import (
 from services.supervisor.model.schema import DbosSchema
 from services.supervisor.model.status import sql_list
 from services.supervisor.rules import RuleSettings
-from services.supervisor.rules.base import PrefilterContext, Signal, SqlParams
+from services.supervisor.rules.base import PrefilterContext, Rule, Signal, SqlParams
 from services.supervisor.rules.liveness import claimed_sql, last_checkpoint_sql, skipping_listed
 from services.supervisor.store import executors as executor_store
 from services.supervisor.store.connection import NOW_MS, Conn
@@ -183,9 +183,18 @@ def prefilter_for(
         for rule in rules
     )
     if status == Status.PENDING and not any(rule.may_override_listing for rule in rules):
-        whole = frozenset(e for rule in rules for e in rule.reads_every_pending_row_of(ctx))
-        sql = skipping_listed(p, ctx, sql, whole)
+        sql = skipping_listed(p, ctx, sql, read_in_full(rules, ctx))
     return sql, p.values
+
+
+def read_in_full(rules: list[Rule[Any]], ctx: PrefilterContext) -> frozenset[str]:
+    """The executors every PENDING row of which some of `rules`' prefilters select."""
+    return frozenset(
+        executor_id
+        for rule in rules
+        if Status.PENDING in rule.statuses
+        for executor_id in rule.reads_every_pending_row_of(ctx)
+    )
 
 
 async def observe(
@@ -210,12 +219,7 @@ async def observe(
         if settings is not None:
             active = settings.active()
             signals = frozenset(s for rule in active for s in rule.reads)
-            fully_read = frozenset(
-                executor_id
-                for rule in active
-                if Status.PENDING in rule.statuses
-                for executor_id in rule.reads_every_pending_row_of(ctx)
-            )
+            fully_read = read_in_full(active, ctx)
         for status in IN_FLIGHT:
             params: list[Any] = []
             prefilter = None
