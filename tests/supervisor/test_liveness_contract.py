@@ -40,6 +40,16 @@ async def register(
     return record
 
 
+async def register_in_time(
+    conn: asyncpg.Connection, executor_id: str, incarnation: uuid.UUID
+) -> None:
+    """Register, retrying while the predecessor's session is being ended (5 s at most)."""
+    for _ in range(50):
+        if (await register(conn, executor_id, incarnation))["outcome"] == "registered":
+            return
+        await asyncio.sleep(0.1)
+
+
 async def state(conn: asyncpg.Connection, executor_id: str) -> dict[str, Any]:
     await conn.execute("SELECT limbo.mark_lost_sessions()")
     record = await conn.fetchrow(
@@ -151,10 +161,7 @@ async def test_a_fenced_predecessor_still_holding_the_lock_is_ended(
     new = await sessions()
     incarnation = uuid.uuid4()
     assert (await register(new, "e", incarnation))["outcome"] == "busy"
-    for _ in range(50):
-        if (await register(new, "e", incarnation))["outcome"] == "registered":
-            break
-        await asyncio.sleep(0.1)
+    await register_in_time(new, "e", incarnation)
     assert (await state(conn, "e"))["incarnation"] == incarnation
     assert zombie.is_closed() or not await _alive(zombie)
 
@@ -214,10 +221,7 @@ async def test_a_takeover_never_ends_another_databases_session(
     await asyncio.sleep(0.9)
     new = await sessions()
     incarnation = uuid.uuid4()
-    for _ in range(50):
-        if (await register(new, "e", incarnation))["outcome"] == "registered":
-            break
-        await asyncio.sleep(0.1)
+    await register_in_time(new, "e", incarnation)
     assert (await state(conn, "e"))["incarnation"] == incarnation
     # The control: the takeover did end a session, the predecessor's.
     assert zombie.is_closed() or not await _alive(zombie)
