@@ -89,6 +89,65 @@ async def test_the_executor_progressing_elsewhere_vetoes_the_handover(
     assert [o.outcome for o in outcomes] == ["skipped"]
 
 
+# An app host whose clock runs this far behind the database's: DBOS stamps step checkpoints
+# with the app's clock, claims with the database's (docs/LIVENESS.md, "Clocks").
+LAG_MS = 60_000
+
+
+async def test_a_checkpoint_stamped_by_a_lagging_clock_still_vetoes_the_handover(
+    conn: asyncpg.Connection, operator: Operator
+) -> None:
+    """The row's first step lands after the observation, stamped by an app clock a minute
+    behind: older than the claim (database time), yet new. The guard compares checkpoints
+    with the checkpoints observed, never with the claim."""
+    await insert_executor(conn, "exec-a", seen_ago_s=30)
+    await insert_workflow(conn, "w", dedup="d", updated_ago_ms=40_000)
+    [verdict] = (await operator.candidates()).verdicts
+    await insert_step(conn, "w", 1, ago_ms=LAG_MS)
+    # The control: the new checkpoint is stamped before the claim the verdict observed.
+    stamp = await conn.fetchval(
+        "SELECT completed_at_epoch_ms FROM dbos.operation_outputs WHERE workflow_uuid = 'w'"
+    )
+    assert stamp < verdict.workflow.claimed_at
+    assert (await act(operator, verdict)).outcome == "skipped"
+    assert (await row(conn, "w"))["status"] == "PENDING"
+
+
+async def test_a_lagging_clock_checkpointing_another_row_still_vetoes_the_handover(
+    conn: asyncpg.Connection, operator: Operator
+) -> None:
+    """The executor-wide veto, with the same lagging app clock: another of the executor's
+    PENDING rows gets its first step after the observation, stamped before every claim."""
+    await insert_executor(conn, "exec-a", seen_ago_s=30)
+    await insert_workflow(conn, "w", dedup="d", updated_ago_ms=40_000)
+    await insert_workflow(conn, "w2", dedup="e", updated_ago_ms=40_000)
+    verdicts = (await operator.candidates()).verdicts
+    assert {v.workflow_id for v in verdicts} == {"w", "w2"}
+    await insert_step(conn, "w2", 1, ago_ms=LAG_MS)
+    # The control: stamped before both claims the verdicts observed.
+    stamp = await conn.fetchval(
+        "SELECT completed_at_epoch_ms FROM dbos.operation_outputs WHERE workflow_uuid = 'w2'"
+    )
+    assert all(stamp < v.workflow.claimed_at for v in verdicts)
+    outcomes = [await act(operator, v) for v in verdicts if v.workflow_id == "w"]
+    assert [o.outcome for o in outcomes] == ["skipped"]
+
+
+async def test_checkpoints_that_existed_when_observed_do_not_veto(
+    conn: asyncpg.Connection, operator: Operator
+) -> None:
+    """The other side of comparing checkpoints with checkpoints: steps already there at the
+    observation, whatever their stamps (one a minute behind the claim), move nothing."""
+    await insert_executor(conn, "exec-a", seen_ago_s=30)
+    await insert_workflow(conn, "w", dedup="d", updated_ago_ms=40_000)
+    await insert_workflow(conn, "w2", dedup="e", updated_ago_ms=40_000)
+    await insert_step(conn, "w", 1, ago_ms=LAG_MS)
+    await insert_step(conn, "w2", 1, ago_ms=35_000)
+    verdicts = sorted((await operator.candidates()).verdicts, key=lambda v: v.workflow_id)
+    assert [v.workflow_id for v in verdicts] == ["w", "w2"]
+    assert [(await act(operator, v)).outcome for v in verdicts] == ["applied", "applied"]
+
+
 async def test_a_row_a_live_executor_reports_running_is_never_touched(
     conn: asyncpg.Connection, operator: Operator
 ) -> None:

@@ -230,12 +230,15 @@ async def _check(
         read = {wf.workflow_id for wf in narrowed.workflows}
         for snap in (full, narrowed):
             ids = sorted({wf.executor_id for wf in snap.workflows if wf.executor_id})
-            scanned = {
-                row["executor_id"]: int(row["progress"])
-                for row in await conn.fetch(executor_progress_query(schema), ids)
+            rows = await conn.fetch(executor_progress_query(schema), ids)
+            claimed = {row["executor_id"]: int(row["claimed"]) for row in rows}
+            checkpoint = {
+                row["executor_id"]: int(row["checkpoint"])
+                for row in rows
+                if row["checkpoint"] is not None
             }
-            assert snap.executor_progress_ms == scanned
-            matched["progress derived"] += bool(scanned)
+            assert (snap.executor_claimed_ms, snap.executor_checkpoint_ms) == (claimed, checkpoint)
+            matched["progress derived"] += bool(claimed)
         for rule in EVERY_RULE.active():
             for wf in full.workflows:
                 if wf.status not in rule.statuses:

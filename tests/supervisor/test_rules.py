@@ -190,10 +190,16 @@ def test_orphaned_vetoed_by_a_fresh_step_checkpoint() -> None:
 
 
 def test_orphaned_vetoed_by_the_executor_progressing_elsewhere() -> None:
-    s = snap(dead(), executor_progress_ms={"exec-a": NOW - 200})
-    verdict = ev(orphaned, wf(), s)
-    assert not verdict.matched
-    assert "claimed or checkpointed" in verdict.reason
+    for s in (
+        snap(dead(), executor_claimed_ms={"exec-a": NOW - 200}),
+        snap(dead(), executor_checkpoint_ms={"exec-a": NOW - 200}),
+    ):
+        verdict = ev(orphaned, wf(), s)
+        assert not verdict.matched
+        assert "claimed or checkpointed" in verdict.reason
+    # The control: the same snapshots with that progress out of the window hand it over.
+    stale = snap(dead(), executor_claimed_ms={"exec-a": NOW - 60_000})
+    assert ev(orphaned, wf(), stale).matched
 
 
 def test_orphaned_listed_by_a_live_incarnation_is_never_touched() -> None:
@@ -246,7 +252,7 @@ def test_stalled_never_judges_by_the_claims_age_alone() -> None:
         updated_at=NOW - 600_000, started_at_ms=NOW - 600_000, last_checkpoint_ms=NOW - 900
     )
     assert not ev(stalled, progressing, snap()).matched
-    busy = snap(executor_progress_ms={"exec-a": NOW - 5_000})
+    busy = snap(executor_checkpoint_ms={"exec-a": NOW - 5_000})
     assert not ev(stalled, wf(), busy).matched
 
 

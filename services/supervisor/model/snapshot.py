@@ -19,15 +19,26 @@ class Snapshot:
     executors: Mapping[str, ExecutorRow] = field(default_factory=dict)
     registry: tuple[RegistryEntry, ...] = ()
     dead_children: Mapping[str, tuple[ChildRow, ...]] = field(default_factory=dict)
-    # Per executor with an in-flight row read: the newest claim, update or step checkpoint
-    # among all its PENDING rows (evidence that the executor itself still lives).
-    executor_progress_ms: Mapping[str, int] = field(default_factory=dict)
+    # Per executor with an in-flight row read, among all its PENDING rows (evidence that
+    # the executor itself still lives): the newest claim or update, in database time; and
+    # the newest step checkpoint (absent if none), stamped by the app host's clock. Kept
+    # apart so that the guard compares each with its own kind (docs/LIVENESS.md, "Clocks").
+    executor_claimed_ms: Mapping[str, int] = field(default_factory=dict)
+    executor_checkpoint_ms: Mapping[str, int] = field(default_factory=dict)
     truncated: bool = False
     # Per-snapshot memo for what rules derive identically for many rows (pure: the snapshot
     # never changes). Not part of the snapshot's value.
     memo: dict[tuple[Any, ...], Any] = field(
         default_factory=dict, compare=False, repr=False, hash=False
     )
+
+    @cached_property
+    def executor_progress_ms(self) -> Mapping[str, int]:
+        """Per executor: the newest of its claims and checkpoints, the judge's evidence."""
+        progress = dict(self.executor_claimed_ms)
+        for executor_id, checkpoint in self.executor_checkpoint_ms.items():
+            progress[executor_id] = max(progress.get(executor_id, 0), checkpoint)
+        return progress
 
     def listing_executors(self) -> list[ExecutorRow]:
         """The live incarnations whose work reports list workflows (`listed`)."""

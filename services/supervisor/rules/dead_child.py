@@ -61,7 +61,7 @@ class DeadChild(Rule[DeadChildConfig]):
     guard_columns = (
         GuardColumn("dead_child", "text"),
         GuardColumn("dead_child_status", "text"),
-        GuardColumn("last_progress", "bigint"),
+        GuardColumn("last_checkpoint", "bigint"),
     )
 
     def evaluate(
@@ -99,7 +99,7 @@ class DeadChild(Rule[DeadChildConfig]):
             guard={
                 "dead_child": child.child_id,
                 "dead_child_status": child.status,
-                "last_progress": wf.last_progress_ms,
+                "last_checkpoint": wf.last_checkpoint_ms,
             },
             error_message=message,
         )
@@ -124,7 +124,7 @@ class DeadChild(Rule[DeadChildConfig]):
         return (
             f"EXISTS (SELECT 1 FROM {schema.workflow_status} c "
             f"WHERE c.workflow_uuid = o.dead_child AND c.status = o.dead_child_status) "
-            f"AND NOT {newer_checkpoint_sql(schema, 'ws', 'o.last_progress')}"
+            f"AND NOT {newer_checkpoint_sql(schema, 'ws', 'o.last_checkpoint')}"
         )
 
 

@@ -121,6 +121,26 @@ def fresh_evidence(
     return None
 
 
+def progress_guard_values(wf: WorkflowRow, snap: Snapshot) -> dict[str, object]:
+    """The progress a verdict observed, for `PROGRESS_GUARD_COLUMNS`: the row's newest step
+    checkpoint, and its executor's newest claim and newest checkpoint. Each is compared at
+    the write with its own kind only: checkpoints carry the app host's clock, claims the
+    database's, and a host's skew must not hide a new checkpoint behind an old claim."""
+    executor_id = wf.executor_id or ""
+    return {
+        "last_checkpoint": wf.last_checkpoint_ms,
+        "executor_claimed": snap.executor_claimed_ms.get(executor_id, 0),
+        "executor_checkpoint": snap.executor_checkpoint_ms.get(executor_id),
+    }
+
+
+PROGRESS_GUARD_COLUMNS: tuple[GuardColumn, ...] = (
+    GuardColumn("last_checkpoint", "bigint"),
+    GuardColumn("executor_claimed", "bigint"),
+    GuardColumn("executor_checkpoint", "bigint"),
+)
+
+
 def guard_values(
     wf: WorkflowRow, snap: Snapshot, found: Holder, report_grace_ms: int
 ) -> dict[str, object]:
@@ -130,8 +150,7 @@ def guard_values(
         "holder": found.state.value,
         "incarnation": None if executor is None else executor.incarnation,
         "claimed_at": wf.claimed_at,
-        "last_progress": wf.last_progress_ms,
-        "executor_progress": snap.executor_progress_ms.get(wf.executor_id or "", 0),
+        **progress_guard_values(wf, snap),
         "report_grace_ms": report_grace_ms,
     }
 
@@ -140,8 +159,7 @@ GUARD_COLUMNS: tuple[GuardColumn, ...] = (
     GuardColumn("holder", "text"),
     GuardColumn("incarnation", "text"),
     GuardColumn("claimed_at", "bigint"),
-    GuardColumn("last_progress", "bigint"),
-    GuardColumn("executor_progress", "bigint"),
+    *PROGRESS_GUARD_COLUMNS,
     GuardColumn("report_grace_ms", "bigint"),
 )
 
@@ -200,13 +218,18 @@ def last_checkpoint_sql(schema: DbosSchema, workflow: str = "ws") -> str:
     )
 
 
-def newer_checkpoint_sql(schema: DbosSchema, workflow: str, than: str) -> str:
+def newer_checkpoint_sql(schema: DbosSchema, workflow: str, observed: str) -> str:
+    """A step of `workflow` newer than `observed`, the newest step checkpoint the verdict
+    saw (NULL if it saw none: then any step is new). Checkpoints against checkpoints only,
+    both stamped by the app host's clock: against a claim (database time) a step stamped by
+    a lagging clock looked old and let a handover through."""
     if not schema.step_times:
         return "FALSE"
     return (
         f"EXISTS (SELECT 1 FROM {schema.operation_outputs} s "
         f"WHERE s.workflow_uuid = {workflow}.workflow_uuid AND greatest("
-        f"coalesce(s.completed_at_epoch_ms, 0), coalesce(s.started_at_epoch_ms, 0)) > {than})"
+        f"coalesce(s.completed_at_epoch_ms, 0), coalesce(s.started_at_epoch_ms, 0)) "
+        f"> coalesce({observed}, -1))"
     )
 
 
@@ -218,12 +241,14 @@ def executor_progress_cte(schema: DbosSchema) -> str:
     """Executors (of liveness-based verdicts in `o`) that made progress on any PENDING row
     after what the verdicts observed: their verdicts are vetoed.
 
-    One pass over the executor's PENDING rows: a newer claim or update of the row, or a
-    newer step start or completion (by primary key). DBOS indexes neither executor_id nor
-    (usefully, for a correlated bound) step times, so this is the one way that does not
-    scan twice. (A step recorded without a completion time is a child's start, and the
-    child's own row, claimed by the same executor, counts as a claim.)"""
-    claims = f"{claimed_sql('w')} > seen.progress"
+    One pass over the executor's PENDING rows: a claim or update newer than its newest
+    observed claim, or a step start or completion newer than its newest observed checkpoint
+    (by primary key; each kind against its own, as in `newer_checkpoint_sql`). DBOS indexes
+    neither executor_id nor (usefully, for a correlated bound) step times, so this is the
+    one way that does not scan twice. (A step recorded without a completion time is a
+    child's start, and the child's own row, claimed by the same executor, counts as a
+    claim.)"""
+    claims = f"{claimed_sql('w')} > seen.claimed"
     # The executors' IDs as one array filter the scan itself: joined on the ID alone, the
     # planner hashed every PENDING row (10k at 1M rows) to find the few of one executor.
     newer = (
@@ -231,11 +256,13 @@ def executor_progress_cte(schema: DbosSchema) -> str:
         f"JOIN seen ON seen.executor_id = w.executor_id "
         f"WHERE w.status = {Status.PENDING.sql} "
         f"AND w.executor_id = ANY (ARRAY(SELECT executor_id FROM seen)) "
-        f"AND ({claims} OR {newer_checkpoint_sql(schema, 'w', 'seen.progress')})"
+        f"AND ({claims} OR {newer_checkpoint_sql(schema, 'w', 'seen.checkpoint')})"
     )
+    # A verdict that saw no checkpoint of the executor counts as -1: any step is new.
     return (
-        "seen AS MATERIALIZED (SELECT o.executor_id, min(o.executor_progress) AS progress "
-        "FROM o WHERE o.executor_progress IS NOT NULL AND o.holder <> 'not_listed' "
+        "seen AS MATERIALIZED (SELECT o.executor_id, min(o.executor_claimed) AS claimed, "
+        "min(coalesce(o.executor_checkpoint, -1)) AS checkpoint "
+        "FROM o WHERE o.executor_claimed IS NOT NULL AND o.holder <> 'not_listed' "
         f"GROUP BY 1), progressed AS MATERIALIZED ({newer})"
     )
 
@@ -256,7 +283,7 @@ def guard_sql(schema: DbosSchema) -> str:
     return (
         f"EXISTS (SELECT 1 FROM holders l WHERE l.executor_id = ws.executor_id "
         f"AND l.incarnation::text = o.incarnation AND (({dead}) OR ({not_listed}) OR ({stalled}))) "
-        f"AND NOT {newer_checkpoint_sql(schema, 'ws', 'o.last_progress')} "
+        f"AND NOT {newer_checkpoint_sql(schema, 'ws', 'o.last_checkpoint')} "
         f"AND NOT EXISTS (SELECT 1 FROM progressed x WHERE x.executor_id = ws.executor_id)"
     )
 
@@ -265,7 +292,7 @@ def unregistered_guard_sql(schema: DbosSchema) -> str:
     """For rows of executors that never registered: still unregistered, no newer progress."""
     return (
         "NOT EXISTS (SELECT 1 FROM holders l WHERE l.executor_id = ws.executor_id) "
-        f"AND NOT {newer_checkpoint_sql(schema, 'ws', 'o.last_progress')} "
+        f"AND NOT {newer_checkpoint_sql(schema, 'ws', 'o.last_checkpoint')} "
         "AND NOT EXISTS (SELECT 1 FROM progressed x WHERE x.executor_id = ws.executor_id)"
     )
 

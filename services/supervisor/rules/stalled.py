@@ -63,11 +63,7 @@ class Stalled(Rule[StalledConfig]):
     actions: ClassVar[frozenset[Action]] = frozenset({Action.REENQUEUE, Action.DEAD_LETTER})
     config_type = StalledConfig
     default_enabled = False
-    guard_columns = (
-        GuardColumn("last_progress", "bigint"),
-        GuardColumn("executor_progress", "bigint"),
-        GuardColumn("holder", "text"),
-    )
+    guard_columns = (*liveness.PROGRESS_GUARD_COLUMNS, GuardColumn("holder", "text"))
 
     def evaluate(
         self, wf: WorkflowRow, snap: Snapshot, common: CommonSettings, config: StalledConfig
@@ -91,11 +87,7 @@ class Stalled(Rule[StalledConfig]):
             f"{found.why}; neither it nor any PENDING row of its executor progressed for "
             f"{timeout} ms"
         )
-        guard = {
-            "last_progress": wf.last_progress_ms,
-            "executor_progress": snap.executor_progress_ms.get(wf.executor_id or "", 0),
-            "holder": found.state.value,
-        }
+        guard = {**liveness.progress_guard_values(wf, snap), "holder": found.state.value}
         return hand_over(self, wf, snap, common, why, evidence, guard)
 
     def prefilter(

@@ -99,11 +99,12 @@ def dead_children_query(schema: DbosSchema) -> str:
 
 
 def executor_progress_query(schema: DbosSchema) -> str:
-    """Per executor, the newest claim, update or step checkpoint among all its PENDING rows
-    (through DBOS's pending index; steps by primary key)."""
+    """Per executor, among all its PENDING rows, the newest claim or update and the newest
+    step checkpoint (NULL if none), each on its own clock (through DBOS's pending index;
+    steps by primary key)."""
     return (
-        f"SELECT ws.executor_id, max(greatest({claimed_sql()}, "
-        f"coalesce({last_checkpoint_sql(schema)}, 0))) AS progress "
+        f"SELECT ws.executor_id, max({claimed_sql()}) AS claimed, "
+        f"max({last_checkpoint_sql(schema)}) AS checkpoint "
         f"FROM {schema.workflow_status} ws "
         f"WHERE ws.status = {Status.PENDING.sql} AND ws.executor_id = ANY($1::text[]) GROUP BY 1"
     )
@@ -136,11 +137,13 @@ async def _context(
     fully_read: frozenset[str] | None,
 ) -> dict[str, Any]:
     """Dead children and executor progress. `fully_read`: the executors all of whose
-    PENDING rows are among `workflows` (None: every executor's); their progress is the
-    newest among those rows, exactly what `executor_progress_query` computes."""
+    PENDING rows are among `workflows` (None: every executor's); their progress (newest
+    claim, newest checkpoint) is derived from those rows, exactly as
+    `executor_progress_query` computes it."""
     pending = [wf for wf in workflows if wf.status == Status.PENDING]
     children: dict[str, list[ChildRow]] = {}
-    progress: dict[str, int] = {}
+    claimed: dict[str, int] = {}
+    checkpoint: dict[str, int] = {}
     if pending and Signal.DEAD_CHILDREN in signals:
         ids = [wf.workflow_id for wf in pending]
         for row in await conn.fetch(dead_children_query(schema), ids):
@@ -150,17 +153,23 @@ async def _context(
         executor_ids = {wf.executor_id for wf in pending if wf.executor_id}
         derived = executor_ids if fully_read is None else executor_ids & fully_read
         for wf in pending:
-            if wf.executor_id in derived:
-                progress[wf.executor_id] = max(progress.get(wf.executor_id, 0), wf.last_progress_ms)
+            executor_id, step = wf.executor_id, wf.last_checkpoint_ms
+            if executor_id is not None and executor_id in derived:
+                claimed[executor_id] = max(claimed.get(executor_id, 0), wf.claimed_at)
+                if step is not None:
+                    checkpoint[executor_id] = max(checkpoint.get(executor_id, step), step)
         if rest := sorted(executor_ids - derived):
             for row in await conn.fetch(executor_progress_query(schema), rest):
-                progress[row["executor_id"]] = int(row["progress"])
+                claimed[row["executor_id"]] = int(row["claimed"])
+                if row["checkpoint"] is not None:
+                    checkpoint[row["executor_id"]] = int(row["checkpoint"])
     return {
         "dead_children": {
             parent: tuple(sorted(rows, key=lambda c: c.child_id))
             for parent, rows in children.items()
         },
-        "executor_progress_ms": progress,
+        "executor_claimed_ms": claimed,
+        "executor_checkpoint_ms": checkpoint,
     }
 
 
