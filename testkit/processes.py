@@ -112,6 +112,24 @@ class ServiceProcess:
     def json_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log_lines() if line.strip()]
 
+    def wait_line(self, text: str, timeout: float = 30.0) -> str:
+        """Poll the log until a line contains `text`; fail early if the process died, and
+        with the log's tail either way (what a flaky start needs to be understood)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = next((line for line in self.log_lines() if text in line), None)
+            if found is not None:
+                return found
+            if not self.alive():
+                tail = "\n".join(self.log_lines()[-30:])
+                raise RuntimeError(
+                    f"{self.module} exited ({self.proc and self.proc.returncode}) "
+                    f"before logging {text!r}:\n{tail}"
+                )
+            time.sleep(0.2)
+        tail = "\n".join(self.log_lines()[-30:])
+        raise TimeoutError(f"{self.module} logged no {text!r} in {timeout}s:\n{tail}")
+
     def wait_http(self, url: str, timeout: float = 30.0, status: int = 200) -> httpx.Response:
         """Poll `url` until it answers `status`; fail early if the process died."""
         deadline = time.monotonic() + timeout

@@ -86,7 +86,7 @@ def test_a_killed_apps_job_is_taken_over_by_a_replacement_and_its_dedup_id_freed
     )
 
     b = start_app(spawn, database_url, "tp-b")
-    wait_until(lambda: "serving" in b.log_lines(), 60, what="tp-b to serve")
+    b.wait_line("serving", 60)
     done = wait_until(
         lambda: (s := status(database_url, workflow_id))["status"] in TERMINAL and s,
         60,
@@ -129,7 +129,7 @@ def test_a_second_process_with_a_held_executor_id_refuses_to_start(
     supervisor, base = spawn_supervisor(spawn, database_url)
     supervisor.wait_http(f"{base}/readyz", timeout=30)
     first = start_app(spawn, database_url, "tp-same")
-    wait_until(lambda: "serving" in first.log_lines(), 60, what="the first process to serve")
+    first.wait_line("serving", 60)
     second = start_app(spawn, database_url, "tp-same")
     assert second.wait(60) != 0
     output = "\n".join(second.log_lines())
@@ -146,7 +146,7 @@ def test_the_registry_comes_from_dbos_own_registry(
     database_url: str, spawn: Spawn, max_attempts: int
 ) -> None:
     app = start_app(spawn, database_url, "tp-reg")
-    wait_until(lambda: "serving" in app.log_lines(), 60, what="the app to serve")
+    app.wait_line("serving", 60)
     rows = db(
         database_url,
         lambda c: c.fetch(
