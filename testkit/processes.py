@@ -112,6 +112,19 @@ class ServiceProcess:
     def json_lines(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.log_lines() if line.strip()]
 
+    def log_tail(self, lines: int = 30) -> str:
+        return "\n".join(self.log_lines()[-lines:])
+
+    def raise_if_exited(self, waiting_for: str = "", lines: int = 30) -> None:
+        """RuntimeError with the log's tail if the process has ended (a wait that would
+        only time out should say why at once)."""
+        if not self.alive():
+            during = f" while waiting for {waiting_for}" if waiting_for else ""
+            raise RuntimeError(
+                f"{self.module} exited ({self.proc and self.proc.poll()}){during}:\n"
+                f"{self.log_tail(lines)}"
+            )
+
     def wait_line(self, text: str, timeout: float = 30.0) -> str:
         """Poll the log until a line contains `text`; fail early if the process died, and
         with the log's tail either way (what a flaky start needs to be understood)."""
@@ -120,26 +133,16 @@ class ServiceProcess:
             found = next((line for line in self.log_lines() if text in line), None)
             if found is not None:
                 return found
-            if not self.alive():
-                tail = "\n".join(self.log_lines()[-30:])
-                raise RuntimeError(
-                    f"{self.module} exited ({self.proc and self.proc.returncode}) "
-                    f"before logging {text!r}:\n{tail}"
-                )
+            self.raise_if_exited(repr(text))
             time.sleep(0.2)
-        tail = "\n".join(self.log_lines()[-30:])
-        raise TimeoutError(f"{self.module} logged no {text!r} in {timeout}s:\n{tail}")
+        raise TimeoutError(f"{self.module} logged no {text!r} in {timeout}s:\n{self.log_tail()}")
 
     def wait_http(self, url: str, timeout: float = 30.0, status: int = 200) -> httpx.Response:
         """Poll `url` until it answers `status`; fail early if the process died."""
         deadline = time.monotonic() + timeout
         last: object = None
         while time.monotonic() < deadline:
-            if not self.alive():
-                tail = "\n".join(self.log_lines()[-30:])
-                raise RuntimeError(
-                    f"{self.module} exited ({self.proc and self.proc.returncode}):\n{tail}"
-                )
+            self.raise_if_exited(url)
             try:
                 response = httpx.get(url, timeout=2.0)
                 if response.status_code == status:
@@ -148,8 +151,9 @@ class ServiceProcess:
             except httpx.HTTPError as exc:
                 last = exc
             time.sleep(0.1)
-        tail = "\n".join(self.log_lines()[-30:])
-        raise TimeoutError(f"{url} not {status} after {timeout}s (last: {last}):\n{tail}")
+        raise TimeoutError(
+            f"{url} not {status} after {timeout}s (last: {last}):\n{self.log_tail()}"
+        )
 
 
 def wait_until(

@@ -76,9 +76,7 @@ def status_of(url: str, workflow_id: str) -> dict[str, Any]:
 
 def wait_event(proc: ServiceProcess, name: str, timeout: float = 60.0) -> dict[str, Any]:
     def found() -> dict[str, Any] | None:
-        if not proc.alive():
-            tail = "\n".join(proc.log_lines()[-40:])
-            raise RuntimeError(f"{proc.module} exited ({proc.proc and proc.proc.poll()}):\n{tail}")
+        proc.raise_if_exited(name, lines=40)
         return next((e for e in events(proc) if e["event"] == name), None)
 
     event: dict[str, Any] = wait_until(found, timeout, 0.05, f"{proc.module}: {name}")
