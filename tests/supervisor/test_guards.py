@@ -94,6 +94,16 @@ async def test_the_executor_progressing_elsewhere_vetoes_the_handover(
 LAG_MS = 60_000
 
 
+async def step_stamp(conn: asyncpg.Connection, workflow_id: str) -> int:
+    """The completion stamp of the workflow's one step, as its app host's clock wrote it."""
+    return int(
+        await conn.fetchval(
+            "SELECT completed_at_epoch_ms FROM dbos.operation_outputs WHERE workflow_uuid = $1",
+            workflow_id,
+        )
+    )
+
+
 async def test_a_checkpoint_stamped_by_a_lagging_clock_still_vetoes_the_handover(
     conn: asyncpg.Connection, operator: Operator
 ) -> None:
@@ -105,9 +115,7 @@ async def test_a_checkpoint_stamped_by_a_lagging_clock_still_vetoes_the_handover
     [verdict] = (await operator.candidates()).verdicts
     await insert_step(conn, "w", 1, ago_ms=LAG_MS)
     # The control: the new checkpoint is stamped before the claim the verdict observed.
-    stamp = await conn.fetchval(
-        "SELECT completed_at_epoch_ms FROM dbos.operation_outputs WHERE workflow_uuid = 'w'"
-    )
+    stamp = await step_stamp(conn, "w")
     assert stamp < verdict.workflow.claimed_at
     assert (await act(operator, verdict)).outcome == "skipped"
     assert (await row(conn, "w"))["status"] == "PENDING"
@@ -125,9 +133,7 @@ async def test_a_lagging_clock_checkpointing_another_row_still_vetoes_the_handov
     assert {v.workflow_id for v in verdicts} == {"w", "w2"}
     await insert_step(conn, "w2", 1, ago_ms=LAG_MS)
     # The control: stamped before both claims the verdicts observed.
-    stamp = await conn.fetchval(
-        "SELECT completed_at_epoch_ms FROM dbos.operation_outputs WHERE workflow_uuid = 'w2'"
-    )
+    stamp = await step_stamp(conn, "w2")
     assert all(stamp < v.workflow.claimed_at for v in verdicts)
     outcomes = [await act(operator, v) for v in verdicts if v.workflow_id == "w"]
     assert [o.outcome for o in outcomes] == ["skipped"]
